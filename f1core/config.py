@@ -1,0 +1,162 @@
+"""Configs for every F.1 part, from a tiny size for tests up to full size (1024², CLIP-L, RoBERTa-large).
+
+A checkpoint stores `F1Config.to_json()` in its safetensors metadata, so a file alone is enough to rebuild the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # len-1 halvings: (1,2,4,4) -> /8
+    num_res_blocks: int = 2
+    image_channels: int = 3
+    fine_channels: int = 4     # detail level, at /8
+    coarse_channels: int = 8   # global level, at /16; packed 2x2 into coarse_channels//4 channels at /8
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.fine_channels + self.coarse_channels // 4
+
+
+@dataclass(frozen=True)
+class CLIPTextConfig:
+    """Hugging Face `CLIPTextConfig` fields; the defaults are CLIP-ViT-L/14's text tower."""
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 77
+    bos_token_id: int = 49406
+    eos_token_id: int = 49407
+    pad_token_id: int = 49407
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    projection_dim: int = 768
+
+
+@dataclass(frozen=True)
+class RobertaConfig:
+    """Hugging Face `RobertaConfig` fields; the defaults are RoBERTa-large."""
+    vocab_size: int = 50265
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    max_positions: int = 514  # includes the padding_idx + 1 offset, as in Hugging Face
+    bos_token_id: int = 0
+    pad_token_id: int = 1
+    eos_token_id: int = 2
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    context_dim: int = 1024     # U-Net cross-attention width
+    pooled_dim: int = 1024      # pooled vector fed to the U-Net's timestep embedding
+    role_tokens: int = 4        # learned queries per role (style, entity, relation) appended to the context
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    clip: CLIPTextConfig = field(default_factory=CLIPTextConfig)
+    roberta: RobertaConfig = field(default_factory=RobertaConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    in_channels: int = 6
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (1, 2)     # levels whose ConvFormer blocks carry a transformer mixer
+    cross_scale_levels: tuple[int, ...] = (1, 2)   # levels that also attend to the other scales
+    cross_scale_grid: int = 8                      # each scale is pooled to at most grid x grid tokens
+    head_dim: int = 64
+    transformer_depth: int = 1
+    context_dim: int = 1024
+    pooled_dim: int = 1024
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The F.1 noise schedule: EDM preconditioning (Karras et al. 2022) on normalised latents."""
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 1.0   # the VAE normalises latents to unit variance
+    rho: float = 7.0
+
+
+@dataclass(frozen=True)
+class F1Config:
+    name: str = "f1-full"
+    resolution: int = 1024
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "F1Config":
+        return _from_dict(cls, json.loads(text))
+
+
+def _from_dict(cls, data: dict):
+    """Rebuild a nested frozen dataclass; unknown keys are an error so a bad file is caught early."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        if sub is not None:
+            kwargs[name] = _from_dict(sub, value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_DATACLASSES = {c.__name__: c for c in (VAEConfig, CLIPTextConfig, RobertaConfig, AdapterConfig,
+                                         TextConfig, UNetConfig, ScheduleConfig)}
+
+
+def tiny(vocab_size: int = 1024) -> F1Config:
+    """Seconds-fast on a CPU: for tests and the random-init demo checkpoint."""
+    vae = VAEConfig(base_channels=16, channel_mult=(1, 2, 2, 2), num_res_blocks=1)
+    text = TextConfig(
+        clip=CLIPTextConfig(vocab_size=vocab_size, hidden_size=64, num_layers=2, num_heads=2,
+                            intermediate_size=128, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                            projection_dim=64),
+        roberta=RobertaConfig(vocab_size=vocab_size, hidden_size=64, num_layers=2, num_heads=2,
+                              intermediate_size=128, max_positions=130),
+        adapter=AdapterConfig(context_dim=64, pooled_dim=64, role_tokens=2),
+    )
+    unet = UNetConfig(in_channels=vae.latent_channels, model_channels=32, channel_mult=(1, 2),
+                      num_res_blocks=1, attention_levels=(1,), cross_scale_levels=(1,),
+                      cross_scale_grid=4, head_dim=16, context_dim=64, pooled_dim=64)
+    return F1Config(name="f1-tiny", resolution=128, vae=vae, unet=unet, text=text)
+
+
+def full() -> F1Config:
+    return F1Config()
+
+
+PRESETS = {"tiny": tiny, "full": full}

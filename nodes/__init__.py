@@ -1,0 +1,7 @@
+"""V3 nodes of the pack. Each nodes_*.py module exports NODES; the extension in ../__init__.py lists them all."""
+
+
+def all_nodes():
+    from . import nodes_loaders, nodes_latent, nodes_text, nodes_sampling
+    modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling]
+    return [node for module in modules for node in module.NODES]
