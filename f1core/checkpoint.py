@@ -1,0 +1,148 @@
+"""The F.1 checkpoint: one `.safetensors` holding every part under a prefix (`unet.`, `vae.`, `text.`),
+with the config, the tokenizer vocabularies and the preview factors as strings in its metadata.
+
+A file holding a single part is accepted too. Only safetensors are ever read; pickle never is.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import F1Config
+
+FORMAT = "f1.checkpoint/1"
+PARTS = ("unet", "vae", "text")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+@dataclass
+class F1Checkpoint:
+    config: F1Config
+    path: str
+    unet: torch.nn.Module | None = None
+    vae: torch.nn.Module | None = None
+    text: torch.nn.Module | None = None
+    latent_rgb: dict | None = None   # {"factors": [[r,g,b]] * C, "bias": [r,g,b]} for live previews
+    metadata: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path, config: F1Config, *, unet=None, vae=None, text=None, latent_rgb=None,
+                    extra_metadata: dict | None = None) -> Path:
+    """Write atomically (temp file + rename), so an interrupted save never leaves a corrupt checkpoint."""
+    path = Path(path)
+    modules = {"unet": unet, "vae": vae, "text": text}
+    parts = [name for name in PARTS if modules[name] is not None]
+    if not parts:
+        raise CheckpointError("save_checkpoint: pass at least one of unet=, vae=, text=")
+    tensors = {}
+    for name in parts:
+        for key, value in modules[name].state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
+    metadata = {"f1.format": FORMAT, "f1.config": config.to_json(), "f1.parts": ",".join(parts)}
+    if text is not None:
+        metadata.update(text.tokenizer_metadata())
+    if latent_rgb is not None:
+        metadata["f1.latent_rgb"] = json.dumps(latent_rgb)
+    metadata.update(extra_metadata or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path) -> dict:
+    path = _checked_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file ({e}); "
+                              "re-download or re-export it") from e
+
+
+def load_checkpoint(path, parts=PARTS, device="cpu", dtype=None, operations=None) -> F1Checkpoint:
+    """Build and load the requested parts that the file holds. Missing or unexpected keys are an error."""
+    path = _checked_path(path)
+    metadata = read_metadata(path)
+    if metadata.get("f1.format") != FORMAT or "f1.config" not in metadata:
+        raise CheckpointError(f"{path.name} is a safetensors file but not an F.1 checkpoint "
+                              f"(metadata f1.format={metadata.get('f1.format')!r}, expected {FORMAT!r})")
+    try:
+        config = F1Config.from_json(metadata["f1.config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path.name}: its F.1 config cannot be read ({e})") from e
+    held = [p for p in metadata.get("f1.parts", "").split(",") if p]
+    out = F1Checkpoint(config=config, path=str(path), metadata=metadata)
+    if "f1.latent_rgb" in metadata:
+        out.latent_rgb = json.loads(metadata["f1.latent_rgb"])
+
+    wanted = [p for p in parts if p in held]
+    if not wanted:
+        raise CheckpointError(f"{path.name} holds parts {held}, none of the requested {list(parts)}")
+    state = _read_tensors(path, wanted)
+    for name in wanted:
+        module = build_part(name, config, metadata, operations=operations, device=device, dtype=dtype)
+        _load_strict(module, state[name], f"{path.name} ({name})")
+        setattr(out, name, module.eval())
+    return out
+
+
+def build_part(name: str, config: F1Config, metadata: dict | None = None, operations=None, device=None, dtype=None):
+    """A freshly initialised part. The text part needs the vocabularies stored in `metadata`."""
+    if name == "unet":
+        from .models.unet import F1UNet
+        return F1UNet(config.unet, operations=operations, device=device, dtype=dtype)
+    if name == "vae":
+        from .models.vae import F1VAE
+        return F1VAE(config.vae, operations=operations, device=device, dtype=dtype)
+    if name == "text":
+        from .text import F1TextEncoder
+        return F1TextEncoder.from_tokenizer_metadata(config.text, metadata or {}, operations=operations,
+                                                     device=device, dtype=dtype)
+    raise CheckpointError(f"unknown part {name!r}; expected one of {PARTS}")
+
+
+def _checked_path(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path.name}: only .safetensors checkpoints are loaded (pickle files such as "
+                              ".ckpt/.pt/.bin can run code); convert it to safetensors first")
+    return path
+
+
+def _read_tensors(path: Path, parts) -> dict[str, dict[str, torch.Tensor]]:
+    state = {p: {} for p in parts}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                prefix, _, rest = key.partition(".")
+                if prefix in state:
+                    state[prefix][rest] = f.get_tensor(key)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path.name}: tensor data is corrupt or truncated ({e})") from e
+    return state
+
+
+def _load_strict(module: torch.nn.Module, state: dict, what: str):
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"{what} does not match its config: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(wrong_shape)} wrong shape (e.g. {wrong_shape[:3]})")
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,212 @@
+"""The F.1 U-Net: ConvFormer residual blocks (convolution + transformer mixer) with text cross-attention
+and cross-scale attention between resolution levels.
+
+Its forward follows ComfyUI's BaseModel contract `(x, timesteps, context, y, control, transformer_options)`:
+it calls `apply_control` at every level with core's names ('input', 'middle', 'output') and sets
+`transformer_options["block"]` like core's UNetModel, so ControlNets and attention patches reach it.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import UNetConfig
+from ..ops import resolve
+from .attention import TransformerMixer, _groups
+
+
+def apply_control(h, control, name):
+    """Same semantics as ComfyUI's openaimodel.apply_control: pop one residual per call and add it."""
+    if control is not None and control.get(name):
+        residual = control[name].pop()
+        if residual is not None:
+            h = h + residual
+    return h
+
+
+def timestep_embedding(timesteps, dim, max_period=10000.0):
+    """Sinusoidal features of EDM's c_noise = log(sigma)/4 (about -1.6..1.1), stretched so all frequencies see it."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device) / half)
+    args = (timesteps.float() * 250.0)[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch, out_ch, emb_dim, operations=None, device=None, dtype=None):
+        super().__init__()
+        ops = resolve(operations)
+        self.norm1 = ops.GroupNorm(_groups(in_ch), in_ch, eps=1e-6, device=device, dtype=dtype)
+        self.conv1 = ops.Conv2d(in_ch, out_ch, 3, padding=1, device=device, dtype=dtype)
+        self.emb = ops.Linear(emb_dim, 2 * out_ch, device=device, dtype=dtype)
+        self.norm2 = ops.GroupNorm(_groups(out_ch), out_ch, eps=1e-6, device=device, dtype=dtype)
+        self.conv2 = ops.Conv2d(out_ch, out_ch, 3, padding=1, device=device, dtype=dtype)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = (ops.Conv2d(in_ch, out_ch, 1, device=device, dtype=dtype)
+                     if in_ch != out_ch else nn.Identity())
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class ConvFormerBlock(nn.Module):
+    """A convolutional residual block followed, where configured, by a transformer mixer."""
+
+    def __init__(self, in_ch, out_ch, emb_dim, config: UNetConfig, attention: bool, cross_scale: bool,
+                 memory_dim: int, operations=None, device=None, dtype=None):
+        super().__init__()
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        self.res = ResBlock(in_ch, out_ch, emb_dim, **kw)
+        self.mixer = None
+        if attention:
+            heads = max(1, out_ch // config.head_dim)
+            self.mixer = TransformerMixer(out_ch, heads, out_ch // heads, config.context_dim,
+                                          config.transformer_depth, memory_dim if cross_scale else None, **kw)
+
+    def forward(self, x, emb, context, memory, transformer_options):
+        x = self.res(x, emb)
+        if self.mixer is not None:
+            x = self.mixer(x, context, memory, transformer_options)
+        return x
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch, operations=None, device=None, dtype=None):
+        super().__init__()
+        self.conv = resolve(operations).Conv2d(ch, ch, 3, stride=2, padding=1, device=device, dtype=dtype)
+
+    def forward(self, x, *_):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch, operations=None, device=None, dtype=None):
+        super().__init__()
+        self.conv = resolve(operations).Conv2d(ch, ch, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, x, *_, output_size=None):
+        return self.conv(F.interpolate(x, size=output_size, mode="nearest"))
+
+
+class ScaleMemory(nn.Module):
+    """Tokens pooled from each encoder level (at most grid x grid each), projected to one width and tagged
+    with a learned level embedding: the keys and values of cross-scale attention."""
+
+    def __init__(self, level_channels, memory_dim, grid, operations=None, device=None, dtype=None):
+        super().__init__()
+        ops = resolve(operations)
+        self.grid = grid
+        self.proj = nn.ModuleList(ops.Linear(ch, memory_dim, device=device, dtype=dtype) for ch in level_channels)
+        self.level_embed = nn.Parameter(torch.zeros(len(level_channels), memory_dim, device=device, dtype=dtype))
+
+    def tokens(self, level: int, h):
+        pooled = F.adaptive_avg_pool2d(h, (min(self.grid, h.shape[2]), min(self.grid, h.shape[3])))
+        return self.proj[level](pooled.flatten(2).transpose(1, 2)) + self.level_embed[level]
+
+
+class F1UNet(nn.Module):
+    def __init__(self, config: UNetConfig, operations=None, device=None, dtype=None):
+        super().__init__()
+        ops = resolve(operations)
+        self.config = config
+        self.dtype = dtype or torch.float32
+        kw = dict(operations=operations, device=device, dtype=dtype)
+        ch = config.model_channels
+        emb_dim = 4 * ch
+        levels = len(config.channel_mult)
+        level_channels = [ch * m for m in config.channel_mult]
+        memory_dim = max(level_channels)
+
+        self.time_embed = nn.Sequential(ops.Linear(ch, emb_dim, device=device, dtype=dtype), nn.SiLU(),
+                                        ops.Linear(emb_dim, emb_dim, device=device, dtype=dtype))
+        self.pooled_embed = ops.Linear(config.pooled_dim, emb_dim, device=device, dtype=dtype)
+        self.memory = ScaleMemory(level_channels, memory_dim, config.cross_scale_grid, **kw)
+
+        def block(cin, cout, level, cross_scale=None):
+            cs = level in config.cross_scale_levels if cross_scale is None else cross_scale
+            return ConvFormerBlock(cin, cout, emb_dim, config, level in config.attention_levels, cs,
+                                   memory_dim, **kw)
+
+        # Encoder: entries are (module, level, kind). Like core's UNetModel, every entry leaves a skip.
+        self.conv_in = ops.Conv2d(config.in_channels, ch, 3, padding=1, device=device, dtype=dtype)
+        self.input_blocks = nn.ModuleList()
+        self._input_levels = []
+        skip_channels = [ch]
+        cur = ch
+        for level, out in enumerate(level_channels):
+            for _ in range(config.num_res_blocks):
+                # level 0 has no coarser-already-seen scale to attend to in the encoder
+                self.input_blocks.append(block(cur, out, level, cross_scale=level > 0 and level in config.cross_scale_levels))
+                self._input_levels.append(level)
+                cur = out
+                skip_channels.append(cur)
+            if level < levels - 1:
+                self.input_blocks.append(Downsample(cur, **kw))
+                self._input_levels.append(level)
+                skip_channels.append(cur)
+
+        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, True, memory_dim, **kw)
+
+        self.output_blocks = nn.ModuleList()
+        self._output_upsample = nn.ModuleDict()
+        for level in reversed(range(levels)):
+            out = level_channels[level]
+            for i in range(config.num_res_blocks + 1):
+                self.output_blocks.append(block(cur + skip_channels.pop(), out, level))
+                cur = out
+                if level > 0 and i == config.num_res_blocks:
+                    self._output_upsample[str(len(self.output_blocks) - 1)] = Upsample(cur, **kw)
+
+        self.out_norm = ops.GroupNorm(_groups(cur), cur, eps=1e-6, device=device, dtype=dtype)
+        self.conv_out = ops.Conv2d(cur, config.in_channels, 3, padding=1, device=device, dtype=dtype)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        if context is None:
+            raise ValueError("F1UNet needs `context` (the text embedding); got None")
+        transformer_options = dict(transformer_options)
+        patches = transformer_options.get("patches", {})
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
+        if y is not None:
+            emb = emb + self.pooled_embed(y.to(x.dtype))
+        context = context.to(x.dtype)
+
+        transformer_options["block"] = ("input", 0)
+        h = apply_control(self.conv_in(x), control, "input")
+        skips = [h]
+        memory_tokens = []
+        for index, (module, level) in enumerate(zip(self.input_blocks, self._input_levels)):
+            transformer_options["block"] = ("input", index + 1)
+            if isinstance(module, Downsample):
+                memory_tokens.append(self.memory.tokens(level, h))
+                h = module(h)
+            else:
+                memory = torch.cat(memory_tokens, dim=1) if memory_tokens else None
+                h = module(h, emb, context, memory, transformer_options)
+            h = apply_control(h, control, "input")
+            for patch in patches.get("input_block_patch", []):
+                h = patch(h, transformer_options)
+            skips.append(h)
+        memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
+        memory = torch.cat(memory_tokens, dim=1)
+
+        transformer_options["block"] = ("middle", 0)
+        h = self.middle_block(h, emb, context, memory, transformer_options)
+        h = apply_control(h, control, "middle")
+
+        for index, module in enumerate(self.output_blocks):
+            transformer_options["block"] = ("output", index)
+            skip = apply_control(skips.pop(), control, "output")
+            for patch in patches.get("output_block_patch", []):
+                h, skip = patch(h, skip, transformer_options)
+            h = module(torch.cat([h, skip], dim=1), emb, context, memory, transformer_options)
+            upsample = self._output_upsample[str(index)] if str(index) in self._output_upsample else None
+            if upsample is not None:
+                h = upsample(h, output_size=skips[-1].shape[-2:])
+        return self.conv_out(F.silu(self.out_norm(h)))

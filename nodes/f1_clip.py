@@ -1,0 +1,60 @@
+"""CLIP glue: the F.1 text encoder (CLIP-L + RoBERTa + fusion adapter) as a native ComfyUI CLIP object,
+so core's CLIPTextEncode and the conditioning nodes work with it."""
+import torch
+
+import comfy.model_management
+import comfy.sd
+
+
+class F1Tokenizer:
+    """The F.1 encoder tokenizes internally (both towers, chunked windows); tokens carry the prompt text."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        pass
+
+    def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
+        return {"f1": text}
+
+    def untokenize(self, token_weight_pair):
+        return token_weight_pair
+
+    def state_dict(self):
+        return {}
+
+
+class F1TextModel(torch.nn.Module):
+    """The `cond_stage_model` that core's CLIP object drives."""
+
+    def __init__(self, text_encoder=None, device=None, dtype=None, model_options={}):
+        super().__init__()
+        self.encoder = text_encoder.to(device=device, dtype=dtype)
+        self.dtypes = {dtype}
+        self.last_weights = None
+
+    def reset_clip_options(self):
+        pass
+
+    def set_clip_options(self, options):
+        pass
+
+    def encode_token_weights(self, tokens):
+        encoding = self.encoder.encode([tokens["f1"]])
+        self.last_weights = encoding.weights
+        out_device = comfy.model_management.intermediate_device()
+        return (encoding.context.to(out_device, torch.float32), encoding.pooled.to(out_device, torch.float32),
+                {"f1_encoder_weights": encoding.weights.to(out_device)})
+
+    def load_sd(self, sd):
+        return self.encoder.load_state_dict(sd, strict=False)
+
+
+class F1ClipTarget:
+    def __init__(self, text_encoder):
+        self.params = {"text_encoder": text_encoder}
+        self.clip = F1TextModel
+        self.tokenizer = F1Tokenizer
+
+
+def clip_from_text_encoder(text_encoder) -> comfy.sd.CLIP:
+    params = sum(p.numel() for p in text_encoder.parameters())
+    return comfy.sd.CLIP(target=F1ClipTarget(text_encoder), parameters=params)

@@ -1,0 +1,75 @@
+"""MODEL glue: the F.1 U-Net as a native ComfyUI model (BASE config -> BaseModel -> ModelPatcher).
+
+ModelType.EDM with ModelSamplingContinuousEDM computes exactly the preconditioning of f1core.diffusion,
+so core samplers, schedulers, guiders and patches treat F.1 like any other model.
+"""
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models_base
+
+from ..f1core.models.unet import F1UNet
+
+
+class F1LatentFormat(comfy.latent_formats.LatentFormat):
+    """Latents leave the F.1 VAE already normalised (unit variance), so the scale is 1."""
+
+    def __init__(self, latent_channels: int = 6, latent_rgb: dict | None = None):
+        self.latent_channels = latent_channels
+        if latent_rgb is not None:
+            self.latent_rgb_factors = latent_rgb["factors"]
+            self.latent_rgb_factors_bias = latent_rgb["bias"]
+
+
+def _build_unet(f1_unet, dtype=None, device=None, operations=None, **_):
+    return F1UNet(f1_unet, operations=operations, device=device, dtype=dtype)
+
+
+class F1ModelConfig(comfy.supported_models_base.BASE):
+    unet_extra_config = {}
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    memory_usage_factor = 1.5
+
+    def __init__(self, f1_config, latent_rgb=None):
+        s = f1_config.schedule
+        self.sampling_settings = {"sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "sigma_data": s.sigma_data}
+        super().__init__({"f1_unet": f1_config.unet, "in_channels": f1_config.unet.in_channels})
+        self.latent_format = F1LatentFormat(f1_config.unet.in_channels, latent_rgb)
+
+    def inpaint_model(self):
+        return False  # six latent channels are F.1's own, not an inpainting concat
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return F1BaseModel(self, device=device)
+
+
+class F1BaseModel(comfy.model_base.BaseModel):
+    def __init__(self, model_config, device=None):
+        super().__init__(model_config, model_type=comfy.model_base.ModelType.EDM, device=device,
+                         unet_model=_build_unet)
+
+    def encode_adm(self, **kwargs):
+        pooled = kwargs.get("pooled_output")
+        if pooled is None:  # conditioning from a node that sets no pooled vector: a neutral one
+            width = self.model_config.unet_config["f1_unet"].pooled_dim
+            return torch.zeros((1, width), device=kwargs["device"])
+        return pooled
+
+
+def model_patcher_from_unet(f1_config, unet_state: dict, latent_rgb=None) -> comfy.model_patcher.ModelPatcher:
+    """Build the MODEL from U-Net weights, picking dtype and devices as core's loaders do."""
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    model_config = F1ModelConfig(f1_config, latent_rgb)
+    params = sum(v.numel() for v in unet_state.values())
+    unet_dtype = comfy.model_management.unet_dtype(model_params=params,
+                                                   supported_dtypes=model_config.supported_inference_dtypes)
+    manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device,
+                                                          model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(unet_dtype, manual_cast)
+    model = model_config.get_model(unet_state, device=offload_device)
+    model.diffusion_model.load_state_dict(unet_state, strict=True)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)

@@ -1,0 +1,103 @@
+import torch
+
+import comfy.model_management
+from comfy_api.latest import io
+
+from ..f1core.quantize import quantize_latent
+from .nodes_loaders import F1Vae
+
+
+def _check_latent(node: str, vae, samples: torch.Tensor):
+    if samples.ndim != 4 or samples.shape[1] != vae.latent_channels:
+        raise ValueError(
+            f"{node}: input 'samples' has shape {tuple(samples.shape)}, but the F.1 VAE expects "
+            f"{vae.latent_channels} latent channels as [batch, {vae.latent_channels}, h, w]; make the latent "
+            "with F1EmptyLatent or F1VAEEncode rather than a core latent node for another model")
+
+
+class F1EmptyLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1EmptyLatent",
+            display_name="Empty F.1 Latent",
+            category="F1/latent",
+            inputs=[
+                F1Vae.Input("vae"),
+                io.Int.Input("width", default=512, min=64, max=8192, step=16),
+                io.Int.Input("height", default=512, min=64, max=8192, step=16),
+                io.Int.Input("batch_size", default=1, min=1, max=64),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width, height, **_):
+        for name, value in (("width", width), ("height", height)):
+            if value % 16:
+                return f"F1EmptyLatent: input '{name}' must be a multiple of 16 (got {value}); try {round(value / 16) * 16}"
+        return True
+
+    @classmethod
+    def execute(cls, vae, width, height, batch_size) -> io.NodeOutput:
+        latent = torch.zeros([batch_size, vae.latent_channels, height // vae.downscale, width // vae.downscale],
+                             device=comfy.model_management.intermediate_device())
+        return io.NodeOutput({"samples": latent})
+
+
+class F1VAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1VAEEncode",
+            display_name="F.1 VAE Encode",
+            category="F1/latent",
+            description="Encodes an image into F.1's two-level latent (coarse global + fine detail). "
+                        "latent_bits applies dynamic quantization: a scale chosen per channel or tile at run time.",
+            inputs=[
+                F1Vae.Input("vae"),
+                io.Image.Input("pixels"),
+                io.Combo.Input("latent_bits", options=["off", "8", "6", "4"], default="off"),
+                io.Combo.Input("granularity", options=["tile", "channel"], default="tile"),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(cls, vae, pixels, latent_bits, granularity) -> io.NodeOutput:
+        h, w = pixels.shape[1:3]
+        m = vae.size_multiple
+        if h % m or w % m:
+            raise ValueError(f"F1VAEEncode: input 'pixels' is {w}x{h}; F.1 needs sides that are multiples of {m}. "
+                             f"Crop or scale it to {w // m * m}x{h // m * m} first (e.g. with ImageScale)")
+        latent = vae.encode(pixels)
+        if latent_bits == "off":
+            return io.NodeOutput({"samples": latent})
+        q = quantize_latent(latent, bits=int(latent_bits), granularity=granularity)
+        restored = q.dequantize()
+        rms = (restored - latent).pow(2).mean().sqrt().item()
+        note = (f"{latent_bits}-bit {granularity} codes: {latent.numel() * 4 / q.nbytes:.1f}x smaller than fp32, "
+                f"RMS error {rms:.4f}")
+        return io.NodeOutput({"samples": restored}, ui={"text": [note]})
+
+
+class F1VAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1VAEDecode",
+            display_name="F.1 VAE Decode",
+            category="F1/latent",
+            description="Decodes an F.1 latent to an image; large images decode in overlapping tiles.",
+            inputs=[F1Vae.Input("vae"), io.Latent.Input("samples")],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, vae, samples) -> io.NodeOutput:
+        latent = samples["samples"]
+        _check_latent("F1VAEDecode", vae, latent)
+        return io.NodeOutput(vae.decode(latent))
+
+
+NODES = [F1EmptyLatent, F1VAEEncode, F1VAEDecode]

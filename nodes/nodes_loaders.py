@@ -1,0 +1,40 @@
+import folder_paths
+from comfy_api.latest import io
+
+from ..f1core.checkpoint import CheckpointError, load_checkpoint
+from .f1_clip import clip_from_text_encoder
+from .f1_files import FOLDER, register_model_folders
+from .f1_model import model_patcher_from_unet
+from .f1_vae import F1VAEHandle
+
+F1Vae = io.Custom("F1_VAE")
+
+register_model_folders()
+
+
+class F1CheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1CheckpointLoader",
+            display_name="Load F.1 Checkpoint",
+            category="F1/loaders",
+            description="Loads an F.1 .safetensors checkpoint (from models/f1) as a native MODEL and CLIP, "
+                        "plus the F.1 VAE.",
+            inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list(FOLDER),
+                                   tooltip="An F.1 checkpoint in models/f1 (only .safetensors are listed).")],
+            outputs=[io.Model.Output(), io.Clip.Output(), F1Vae.Output(display_name="F1_VAE")],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name) -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise(FOLDER, ckpt_name)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            raise ValueError(f"F1CheckpointLoader: input 'ckpt_name' ({ckpt_name}): {e}") from e
+        model = model_patcher_from_unet(ckpt.config, ckpt.unet.state_dict(), ckpt.latent_rgb)
+        return io.NodeOutput(model, clip_from_text_encoder(ckpt.text), F1VAEHandle(ckpt.vae))
+
+
+NODES = [F1CheckpointLoader]

@@ -1,0 +1,72 @@
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..f1core import sampling
+
+
+def ksampler(name: str, **options) -> comfy.samplers.KSAMPLER:
+    """An f1core sampler as a core SAMPLER: same (model, x, sigmas, extra_args, callback, disable) contract."""
+    return comfy.samplers.KSAMPLER(sampling.SAMPLERS[name], extra_options=options)
+
+
+def karras_sigmas_for(model, steps: int, denoise: float):
+    """`steps` Karras noise levels over the model's own sigma range; denoise < 1 keeps the low-noise tail."""
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "karras", total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+def run_sampler(node: str, model, sampler, sigmas, positive, negative, latent: dict, seed: int, cfg: float,
+                add_noise: bool = True) -> dict:
+    """Core's custom-sampling path: noise, masks, previews, progress and interrupt all behave as in KSampler."""
+    samples = latent["samples"]
+    expected = model.get_model_object("latent_format").latent_channels
+    samples = comfy.sample.fix_empty_latent_channels(model, samples)
+    if samples.ndim == 4 and samples.shape[1] != expected:
+        raise ValueError(f"{node}: input 'latent_image' has {samples.shape[1]} channels but this model works on "
+                         f"{expected}; make the latent with this model's own VAE or empty-latent node")
+    noise = (comfy.sample.prepare_noise(samples, seed, latent.get("batch_index")) if add_noise
+             else samples.new_zeros(samples.shape))
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, samples,
+                                     noise_mask=latent.get("noise_mask"), callback=callback,
+                                     disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    result = latent.copy()
+    result["samples"] = out
+    return result
+
+
+class F1Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1Sampler",
+            display_name="F.1 Sampler (DPM-Solver++ 2M)",
+            category="F1/sampling",
+            description="Samples with f1core's DPM-Solver++(2M) over Karras noise levels. Works on any MODEL.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image"),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Int.Input("steps", default=20, min=1, max=1000),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, denoise) -> io.NodeOutput:
+        if denoise <= 0.0:
+            return io.NodeOutput(latent_image)
+        sigmas = karras_sigmas_for(model, steps, denoise)
+        return io.NodeOutput(run_sampler("F1Sampler", model, ksampler("dpmpp_2m"), sigmas, positive, negative,
+                                         latent_image, seed, cfg))
+
+
+NODES = [F1Sampler]
