@@ -1,15 +1,15 @@
-"""ComfyUI-F1: the F.1 text-to-image stages as ComfyUI nodes. Registers one V3 extension."""
-from typing_extensions import override
+"""ComfyUI-F1: the F.1 text-to-image stages as ComfyUI nodes, registered as one V3 extension.
 
-from comfy_api.latest import ComfyExtension, io
-
-
-class F1Extension(ComfyExtension):
-    @override
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from .nodes import all_nodes
-        return all_nodes()
+ComfyUI imports are deferred to the entry point, so `f1core` and the tests can import this folder without ComfyUI."""
 
 
-async def comfy_entrypoint() -> F1Extension:
+async def comfy_entrypoint():
+    from comfy_api.latest import ComfyExtension
+
+    from .nodes import all_nodes
+
+    class F1Extension(ComfyExtension):
+        async def get_node_list(self):
+            return all_nodes()
+
     return F1Extension()
