@@ -1,0 +1,81 @@
+"""The F.1 U-Net inside ComfyUI's own model machinery, without a server: core's BaseModel must compute
+exactly f1core's EDM denoiser, and core's samplers must run on it."""
+import pytest
+import torch
+
+from comfy_inprocess import import_comfy, import_pack
+from f1core.config import tiny
+from f1core.diffusion import F1Denoiser
+from f1core.models.unet import F1UNet
+from f1core import sampling
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return import_comfy()
+
+
+@pytest.fixture(scope="module")
+def f1_model(comfy):
+    f1_model = import_pack("nodes.f1_model")
+    torch.manual_seed(0)
+    config = tiny()
+    unet = F1UNet(config.unet)
+    with torch.no_grad():  # zero-initialised output layers would hide every difference
+        for p in unet.parameters():
+            if p.ndim > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    patcher = f1_model.model_patcher_from_unet(config, unet.state_dict())
+    return config, unet.eval(), patcher
+
+
+def conditioning(config, seed, tokens=7):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randn(1, tokens, config.unet.context_dim, generator=g)
+    pooled = torch.randn(1, config.unet.pooled_dim, generator=g)
+    return ctx, pooled, [[ctx, {"pooled_output": pooled}]]
+
+
+def test_core_base_model_equals_f1core_denoiser(comfy, f1_model):
+    config, unet, patcher = f1_model
+    ctx, pooled, _ = conditioning(config, 1)
+    x = torch.randn(1, config.unet.in_channels, 8, 8)
+    denoiser = F1Denoiser(unet, config.schedule)
+    for sigma in (0.05, 1.0, 30.0):
+        s = torch.tensor([sigma])
+        ours = denoiser(x, s, context=ctx, y=pooled)
+        core = patcher.model.apply_model(x, s, c_crossattn=ctx, y=pooled)
+        torch.testing.assert_close(core, ours, atol=1e-5, rtol=1e-5)
+    import comfy.model_sampling
+    assert isinstance(patcher.model.model_sampling, comfy.model_sampling.ModelSamplingContinuousEDM)
+    assert patcher.model.latent_format.latent_channels == config.unet.in_channels
+
+
+def test_core_sample_runs_dpmpp_2m_and_fixes_empty_latents(comfy, f1_model):
+    config, _, patcher = f1_model
+    _, _, positive = conditioning(config, 2)
+    _, _, negative = conditioning(config, 3, tokens=3)  # unequal lengths, as with a short negative prompt
+    empty = torch.zeros(1, 4, 8, 8)  # core's EmptyLatentImage makes 4 channels
+    latent = comfy.sample.fix_empty_latent_channels(patcher, empty)
+    assert latent.shape[1] == config.unet.in_channels
+    noise = comfy.sample.prepare_noise(latent, 0)
+    out = comfy.sample.sample(patcher, noise, 6, 3.0, "dpmpp_2m", "karras", positive, negative, latent,
+                              disable_pbar=True, seed=0)
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert out.std() > 0
+
+
+def test_f1core_dpmpp_2m_matches_core_dpmpp_2m_on_the_f1_model(comfy, f1_model):
+    config, _, patcher = f1_model
+    _, _, positive = conditioning(config, 4)
+    _, _, negative = conditioning(config, 5)
+    latent = torch.zeros(1, config.unet.in_channels, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 11)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 8)
+
+    def run(sampler):
+        return comfy.sample.sample_custom(patcher, noise, 3.0, sampler, sigmas, positive, negative, latent,
+                                          disable_pbar=True, seed=11)
+    core = run(comfy.samplers.sampler_object("dpmpp_2m"))
+    ours = run(comfy.samplers.KSAMPLER(sampling.sample_dpmpp_2m))
+    torch.testing.assert_close(ours, core, atol=1e-4, rtol=1e-4)
