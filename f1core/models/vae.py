@@ -135,7 +135,7 @@ def _kl_sum(mean, logvar):
 
 
 def _nearest_multiple(n: int, m: int) -> int:
-    return max(m, round(n / m) * m)
+    return max(m, (n + m // 2) // m * m)  # ties round up
 
 
 class F1VAE(nn.Module):
