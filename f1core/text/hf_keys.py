@@ -1,8 +1,9 @@
 """Accept the common real layouts of CLIP text and RoBERTa weight files and load them into the towers.
 
-CLIP: full `CLIPModel` files (vision parts dropped), `CLIPTextModel(WithProjection)` files, ComfyUI clip_l files
-(`text_model.*`, sometimes without `text_projection`), any prefix before `text_model.` (e.g.
-`cond_stage_model.transformer.`), and open_clip's bare `text_projection` matrix ([hidden, proj], transposed here).
+CLIP: full `CLIPModel` files (vision parts dropped), `CLIPTextModel(WithProjection)` files (transformers 5 saves
+`CLIPTextModel` without the `text_model.` prefix), ComfyUI clip_l files (`text_model.*`, sometimes without
+`text_projection`), any prefix before `text_model.` (e.g. `cond_stage_model.transformer.`), and open_clip's bare
+`text_projection` matrix ([hidden, proj], transposed here).
 RoBERTa: `RobertaModel` or `RobertaForMaskedLM` files, with or without the `roberta.` prefix; `lm_head.*` and
 `pooler.*` are dropped. Buffers some versions saved (`position_ids`, `token_type_ids`) are dropped for both.
 """
@@ -12,7 +13,7 @@ import torch
 import torch.nn as nn
 
 _KINDS = ("clip", "roberta")
-_CLIP_ANCHOR = "text_model.embeddings.token_embedding.weight"
+_CLIP_ANCHOR = "embeddings.token_embedding.weight"
 _ROBERTA_ANCHOR = "embeddings.word_embeddings.weight"
 _BUFFERS = ("position_ids", "token_type_ids")
 # Keys a file may lack; the tower keeps its own initialisation for them.
@@ -38,13 +39,16 @@ def normalize_hf_state_dict(sd: dict, kind: str) -> dict:
         raise ValueError("state dict must be a dict of tensors (e.g. from safetensors.torch.load_file)")
     out = {}
     if kind == "clip":
-        prefix = _prefix_of(sd, _CLIP_ANCHOR, kind)
+        tower = _prefix_of(sd, _CLIP_ANCHOR, kind)  # where embeddings.* sits: "", "text_model.", "x.text_model."
+        root = tower[: -len("text_model.")] if tower.endswith("text_model.") else tower
         for key, value in sd.items():
-            name = key[len(prefix):] if key.startswith(prefix) else key
+            name = key[len(root):] if key.startswith(root) else key
             if name.startswith("vision_model.") or name in ("logit_scale", "visual_projection.weight"):
                 continue
             if name == "text_projection":
                 name, value = "text_projection.weight", value.t().contiguous()
+            elif name != "text_projection.weight" and key.startswith(tower):
+                name = "text_model." + key[len(tower):]
             out[name] = value
     else:
         prefix = _prefix_of(sd, _ROBERTA_ANCHOR, kind)
