@@ -71,11 +71,15 @@ class GuidanceCurve:
         """Scale at `sigma` (float -> float, tensor -> tensor of the same shape, dtype and device)."""
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        s = _as_tensor(sigma).cpu()
+        native = sigma.cpu() if isinstance(sigma, torch.Tensor) else torch.as_tensor(sigma, dtype=torch.float64)
+        s = native.double()
         if self.kind == "constant":
             scale = torch.full_like(s, self.start)
         elif self.kind == "interval":
-            inside = (s >= self.sigma_lo) & (s <= self.sigma_hi)
+            if not native.is_floating_point():
+                native = s
+            # compare in the sigma's own precision so a float32 schedule value equal to a bound counts as inside
+            inside = (native >= native.new_tensor(self.sigma_lo)) & (native <= native.new_tensor(self.sigma_hi))
             scale = torch.where(inside, torch.full_like(s, self.start), torch.ones_like(s))
         elif self.kind == "points":
             scale = self._interpolate_points(s)
