@@ -49,13 +49,16 @@ def save_checkpoint(path, config: F1Config, *, unet=None, vae=None, text=None, l
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
     metadata = {"f1.format": FORMAT, "f1.config": config.to_json(), "f1.parts": ",".join(parts)}
     if text is not None:
-        metadata.update(text.tokenizer_metadata())
+        metadata.update(tokenizer_metadata(text))
     if latent_rgb is not None:
         metadata["f1.latent_rgb"] = json.dumps(latent_rgb)
     metadata.update(extra_metadata or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only
     os.replace(tmp, path)
     return path
 
@@ -106,10 +109,25 @@ def build_part(name: str, config: F1Config, metadata: dict | None = None, operat
         from .models.vae import F1VAE
         return F1VAE(config.vae, operations=operations, device=device, dtype=dtype)
     if name == "text":
-        from .text import F1TextEncoder
-        return F1TextEncoder.from_tokenizer_metadata(config.text, metadata or {}, operations=operations,
-                                                     device=device, dtype=dtype)
+        from .text import CLIPTokenizer, F1TextEncoder, RobertaTokenizer
+        metadata = metadata or {}
+        missing = [k for k in VOCAB_KEYS if k not in metadata]
+        if missing:
+            raise CheckpointError(f"the text part needs its vocabularies, but metadata lacks {missing}")
+        clip_tok = CLIPTokenizer.from_strings(metadata["f1.clip_vocab"], metadata["f1.clip_merges"])
+        roberta_tok = RobertaTokenizer.from_strings(metadata["f1.roberta_vocab"], metadata["f1.roberta_merges"])
+        return F1TextEncoder(config.text, clip_tok, roberta_tok, operations=operations, device=device, dtype=dtype)
     raise CheckpointError(f"unknown part {name!r}; expected one of {PARTS}")
+
+
+VOCAB_KEYS = ("f1.clip_vocab", "f1.clip_merges", "f1.roberta_vocab", "f1.roberta_merges")
+
+
+def tokenizer_metadata(text) -> dict[str, str]:
+    """Both tokenizers' vocabularies as metadata strings, so a checkpoint needs no side files."""
+    clip_vocab, clip_merges = text.clip_tokenizer.to_strings()
+    roberta_vocab, roberta_merges = text.roberta_tokenizer.to_strings()
+    return dict(zip(VOCAB_KEYS, (clip_vocab, clip_merges, roberta_vocab, roberta_merges)))
 
 
 def _checked_path(path) -> Path:

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from . import config as f1config
-from .checkpoint import build_part, save_checkpoint
+from .checkpoint import VOCAB_KEYS, build_part, save_checkpoint
 from .preview import fit_latent_rgb, smooth_test_images
 from .text.vocab import build_vocab, default_corpus
 
@@ -18,8 +18,7 @@ def make_tiny(path, seed: int = 0, vocab_size: int = 1024):
     corpus = list(default_corpus())
     clip_vocab, clip_merges = build_vocab(corpus, vocab_size, style="clip")
     roberta_vocab, roberta_merges = build_vocab(corpus, vocab_size, style="roberta")
-    metadata = {"f1.clip_vocab": clip_vocab, "f1.clip_merges": clip_merges,
-                "f1.roberta_vocab": roberta_vocab, "f1.roberta_merges": roberta_merges}
+    metadata = dict(zip(VOCAB_KEYS, (clip_vocab, clip_merges, roberta_vocab, roberta_merges)))
     unet = build_part("unet", config)
     vae = build_part("vae", config)
     text = build_part("text", config, metadata)

@@ -57,4 +57,7 @@ class F1ClipTarget:
 
 def clip_from_text_encoder(text_encoder) -> comfy.sd.CLIP:
     params = sum(p.numel() for p in text_encoder.parameters())
-    return comfy.sd.CLIP(target=F1ClipTarget(text_encoder), parameters=params)
+    options = {}
+    if comfy.model_management.is_device_cpu(comfy.model_management.text_encoder_device()):
+        options["dtype"] = torch.float32  # core's fp16 default is slow and imprecise on a CPU
+    return comfy.sd.CLIP(target=F1ClipTarget(text_encoder), parameters=params, model_options=options)

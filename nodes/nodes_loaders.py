@@ -27,6 +27,15 @@ class F1CheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, ckpt_name):
+        # core 0.3.75 does not check V3 combo values against their options, so the loader does
+        if ckpt_name not in folder_paths.get_filename_list(FOLDER):
+            folders = ", ".join(folder_paths.get_folder_paths(FOLDER))
+            return (f"F1CheckpointLoader: ckpt_name '{ckpt_name}' is not an F.1 checkpoint in models/f1 ({folders}); "
+                    "put the .safetensors file there and press R to refresh")
+        return True
+
+    @classmethod
     def execute(cls, ckpt_name) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise(FOLDER, ckpt_name)
         try:

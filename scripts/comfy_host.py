@@ -58,6 +58,7 @@ class ComfyServer:
                "--port", str(self.port), "--disable-auto-launch", "--preview-method", "auto",
                "--output-directory", str(self.output_dir), "--input-directory", str(self.workdir / "input"),
                "--temp-directory", str(self.workdir / "temp"), "--user-directory", str(self.workdir / "user"),
+               "--database-url", f"sqlite:///{self.workdir / 'comfyui.db'}",
                *self.extra_args]
         if self.models:
             yaml_path = self.workdir / "extra_model_paths.yaml"

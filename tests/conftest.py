@@ -1,5 +1,30 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+DEFAULT_CKPT = "f1-tiny-random.safetensors"  # the name the shipped workflows load
+
+
+@pytest.fixture(scope="session")
+def f1_models(tmp_path_factory):
+    """A models/f1 folder with a tiny random checkpoint (built here; nothing is downloaded) and a corrupt one."""
+    from f1core.make_tiny import make_tiny
+    folder = tmp_path_factory.mktemp("models_f1")
+    make_tiny(folder / DEFAULT_CKPT, seed=0)
+    (folder / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(f1_models, tmp_path_factory):
+    """One real ComfyUI (the pack linked into custom_nodes) on a free loopback port, for the whole session."""
+    from comfy_host import ComfyServer
+    host = ComfyServer(workdir=tmp_path_factory.mktemp("comfyui"), models={"f1": f1_models})
+    host.start()
+    yield host
+    host.stop()

@@ -1,0 +1,122 @@
+"""Integration tests against a real ComfyUI server with the pack installed."""
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_host import error_message
+from comfy_inprocess import import_comfy, import_pack
+from workflows import api_workflows, strip_meta, ui_to_api, ui_twin
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def test_object_info_lists_every_f1_node_with_its_inputs(object_info):
+    import_comfy()
+    nodes = import_pack("nodes").all_nodes()
+    core_stages = {"F1CheckpointLoader", "F1TextEncode", "F1EmptyLatent", "F1VAEEncode", "F1VAEDecode", "F1Sampler"}
+    assert core_stages <= {node.GET_SCHEMA().node_id for node in nodes}
+    for node in nodes:
+        schema = node.GET_SCHEMA()
+        assert schema.node_id.startswith("F1"), schema.node_id
+        info = object_info.get(schema.node_id)
+        assert info is not None, f"{schema.node_id} missing from /object_info"
+        listed = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        assert set(listed) == {i.id for i in schema.inputs}, schema.node_id
+
+
+def test_checkpoint_list_holds_only_safetensors(object_info, f1_models):
+    (f1_models / "not_a_model.ckpt").write_bytes(b"pickle would run code")
+    names = object_info["F1CheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"]
+    assert "f1-tiny-random.safetensors" in names
+    assert all(n.endswith(".safetensors") for n in names)
+
+
+@pytest.mark.parametrize("path", api_workflows(), ids=lambda p: p.stem)
+def test_api_workflow_renders_a_png_of_the_requested_size(server, path):
+    graph = strip_meta(json.loads(path.read_text()))
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    images = server.output_images(entry)
+    assert len(images) == 1
+    size_node = next(n for n in graph.values() if "width" in n["inputs"])
+    image = np.asarray(Image.open(images[0]))
+    assert image.shape == (size_node["inputs"]["height"], size_node["inputs"]["width"], 3)
+    assert image.std() > 1.0  # not a flat (e.g. NaN-turned-black) image
+
+
+@pytest.mark.parametrize("path", api_workflows(), ids=lambda p: p.stem)
+def test_ui_workflow_matches_its_api_twin(object_info, path):
+    ui = json.loads(ui_twin(path).read_text())
+    assert ui_to_api(ui, object_info) == strip_meta(json.loads(path.read_text()))
+
+
+def test_workflows_are_listed_as_templates(server):
+    templates = server.get("/workflow_templates")
+    ours = next(v for k, v in templates.items() if "F1" in k or "f1" in k.lower())
+    assert {"f1_txt2img", "f1_txt2img_api"} <= set(ours)
+
+
+def _graph(name="f1_txt2img_api.json"):
+    from workflows import WORKFLOWS
+    return strip_meta(json.loads((WORKFLOWS / name).read_text()))
+
+
+def test_unknown_checkpoint_is_rejected_naming_the_input(server):
+    graph = _graph()
+    graph["1"]["inputs"]["ckpt_name"] = "does-not-exist.safetensors"
+    status, body = server.queue(graph)
+    assert status == 400
+    errors = body["node_errors"]["1"]["errors"]
+    assert any(e["extra_info"].get("input_name") == "ckpt_name" for e in errors)
+
+
+def test_corrupt_checkpoint_fails_with_a_clear_error_and_server_keeps_serving(server):
+    graph = _graph()
+    graph["1"]["inputs"]["ckpt_name"] = "corrupt.safetensors"
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    message = error_message(entry)
+    assert "F1CheckpointLoader" in message and "ckpt_name" in message and "safetensors" in message
+    assert server.alive() and server.get("/system_stats")["system"]["comfyui_version"]
+
+
+def test_mismatched_latent_names_the_input(server):
+    graph = _graph()
+    graph["4"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    graph["6"]["inputs"]["samples"] = ["4", 0]  # core's 4-channel latent straight into the F.1 decoder
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    message = error_message(entry)
+    assert "F1VAEDecode" in message and "'samples'" in message and "F1EmptyLatent" in message
+
+
+def test_bad_size_is_rejected_before_running(server):
+    graph = _graph()
+    graph["4"]["inputs"]["width"] = 250
+    status, body = server.queue(graph)
+    assert status == 400 and "width" in json.dumps(body) and "multiple of 16" in json.dumps(body)
+
+
+def test_interrupt_stops_a_long_sampling_run(server):
+    graph = _graph()
+    graph["5"]["inputs"]["steps"] = 400
+    graph["5"]["inputs"]["seed"] = 99  # not cached
+    status, body = server.queue(graph)
+    assert status == 200
+    deadline = time.time() + 60
+    while time.time() < deadline and not server.get("/queue")["queue_running"]:
+        time.sleep(0.2)
+    time.sleep(3)
+    started = time.time()
+    server.post("/interrupt", {})
+    entry = server.wait(body["prompt_id"], timeout=120)
+    assert time.time() - started < 30
+    kinds = [kind for kind, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds
+    assert server.run(_graph())["status"]["status_str"] == "success"  # and the queue still works
