@@ -29,7 +29,6 @@ class F1TextModel(torch.nn.Module):
         super().__init__()
         self.encoder = text_encoder.to(device=device, dtype=dtype)
         self.dtypes = {dtype}
-        self.last_weights = None
 
     def reset_clip_options(self):
         pass
@@ -39,9 +38,10 @@ class F1TextModel(torch.nn.Module):
 
     def encode_token_weights(self, tokens):
         encoding = self.encoder.encode([tokens["f1"]])
-        self.last_weights = encoding.weights
+        # one prompt per call: dropping padded tokens equals masking them in cross-attention
+        context = encoding.context[:, encoding.mask[0]]
         out_device = comfy.model_management.intermediate_device()
-        return (encoding.context.to(out_device, torch.float32), encoding.pooled.to(out_device, torch.float32),
+        return (context.to(out_device, torch.float32), encoding.pooled.to(out_device, torch.float32),
                 {"f1_encoder_weights": encoding.weights.to(out_device)})
 
     def load_sd(self, sd):

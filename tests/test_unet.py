@@ -135,3 +135,14 @@ def test_edm_denoiser_preconditioning():
     assert out.shape == x.shape and torch.isfinite(out).all()
     sig = den.sigmas(10)
     assert sig[0] == pytest.approx(tiny().schedule.sigma_max) and sig[-1] == 0 and (sig[:-1] > sig[1:]).all()
+
+
+def test_context_mask_equals_dropping_the_masked_tokens():
+    unet = make_unet()
+    x, t, ctx, y = inputs(batch=1, context_len=12)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    mask[:, 5:9] = False
+    masked = unet(x, t, context=ctx, y=y, context_mask=mask)
+    dropped = unet(x, t, context=ctx[:, mask[0]], y=y)
+    torch.testing.assert_close(masked, dropped, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(masked, unet(x, t, context=ctx, y=y))

@@ -32,14 +32,16 @@ class Attention(nn.Module):
         self.to_v = ops.Linear(context_dim, inner, bias=False, device=device, dtype=dtype)
         self.to_out = nn.Sequential(ops.Linear(inner, query_dim, device=device, dtype=dtype))
 
-    def forward(self, x, context=None, value=None):
+    def forward(self, x, context=None, value=None, key_mask=None):
+        """key_mask: [B, L] bool, True where a context token is real (padding is ignored)."""
         context = x if context is None else context
         value = context if value is None else value
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads, mask)
         return self.to_out(out)
 
 
-def patched_attention(attn: Attention, kind: str, n, context, transformer_options: dict):
+def patched_attention(attn: Attention, kind: str, n, context, transformer_options: dict, key_mask=None):
     """Run `attn` ("attn1" self or "attn2" cross) through the patches in transformer_options."""
     patches = transformer_options.get("patches", {})
     replace = transformer_options.get("patches_replace", {}).get(kind, {})
@@ -58,7 +60,7 @@ def patched_attention(attn: Attention, kind: str, n, context, transformer_option
         value = context if value is None else value
         n = attn.to_out(replacement(attn.to_q(n), attn.to_k(context), attn.to_v(value), extra))
     else:
-        n = attn(n, context=context, value=value)
+        n = attn(n, context=context, value=value, key_mask=key_mask)
 
     for patch in patches.get(f"{kind}_output_patch", []):
         n = patch(n, extra)
@@ -107,13 +109,14 @@ class TransformerMixer(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x, context, memory, transformer_options):
+    def forward(self, x, context, memory, transformer_options, context_mask=None):
         b, c, h, w = x.shape
         tokens = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))
         for index, layer in enumerate(self.layers):
             transformer_options["block_index"] = index
             tokens = tokens + patched_attention(layer.attn1, "attn1", layer.norm1(tokens), None, transformer_options)
-            tokens = tokens + patched_attention(layer.attn2, "attn2", layer.norm2(tokens), context, transformer_options)
+            tokens = tokens + patched_attention(layer.attn2, "attn2", layer.norm2(tokens), context,
+                                                transformer_options, context_mask)
             if hasattr(layer, "cross_scale") and memory is not None:
                 tokens = tokens + layer.cross_scale(layer.norm_scale(tokens), context=memory)
             tokens = tokens + layer.ff(layer.norm3(tokens))

@@ -68,10 +68,10 @@ class ConvFormerBlock(nn.Module):
             self.mixer = TransformerMixer(out_ch, heads, out_ch // heads, config.context_dim,
                                           config.transformer_depth, memory_dim if cross_scale else None, **kw)
 
-    def forward(self, x, emb, context, memory, transformer_options):
+    def forward(self, x, emb, context, memory, transformer_options, context_mask=None):
         x = self.res(x, emb)
         if self.mixer is not None:
-            x = self.mixer(x, context, memory, transformer_options)
+            x = self.mixer(x, context, memory, transformer_options, context_mask)
         return x
 
 
@@ -167,7 +167,9 @@ class F1UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
+    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={},
+                context_mask=None, **kwargs):
+        """context_mask: optional [B, L] bool marking real text tokens, for padded training batches."""
         if context is None:
             raise ValueError("F1UNet needs `context` (the text embedding); got None")
         transformer_options = dict(transformer_options)
@@ -188,7 +190,7 @@ class F1UNet(nn.Module):
                 h = module(h)
             else:
                 memory = torch.cat(memory_tokens, dim=1) if memory_tokens else None
-                h = module(h, emb, context, memory, transformer_options)
+                h = module(h, emb, context, memory, transformer_options, context_mask)
             h = apply_control(h, control, "input")
             for patch in patches.get("input_block_patch", []):
                 h = patch(h, transformer_options)
@@ -197,7 +199,7 @@ class F1UNet(nn.Module):
         memory = torch.cat(memory_tokens, dim=1)
 
         transformer_options["block"] = ("middle", 0)
-        h = self.middle_block(h, emb, context, memory, transformer_options)
+        h = self.middle_block(h, emb, context, memory, transformer_options, context_mask)
         h = apply_control(h, control, "middle")
 
         for index, module in enumerate(self.output_blocks):
@@ -205,7 +207,7 @@ class F1UNet(nn.Module):
             skip = apply_control(skips.pop(), control, "output")
             for patch in patches.get("output_block_patch", []):
                 h, skip = patch(h, skip, transformer_options)
-            h = module(torch.cat([h, skip], dim=1), emb, context, memory, transformer_options)
+            h = module(torch.cat([h, skip], dim=1), emb, context, memory, transformer_options, context_mask)
             upsample = self._output_upsample[str(index)] if str(index) in self._output_upsample else None
             if upsample is not None:
                 h = upsample(h, output_size=skips[-1].shape[-2:])
