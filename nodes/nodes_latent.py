@@ -13,6 +13,9 @@ def _check_latent(node: str, vae, samples: torch.Tensor):
             f"{node}: input 'samples' has shape {tuple(samples.shape)}, but the F.1 VAE expects "
             f"{vae.latent_channels} latent channels as [batch, {vae.latent_channels}, h, w]; make the latent "
             "with F1EmptyLatent or F1VAEEncode rather than a core latent node for another model")
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{node}: input 'samples' contains NaN or infinite values; the sampler diverged. "
+                         "Lower cfg, use more steps, or run the model in float32")
 
 
 class F1EmptyLatent(io.ComfyNode):

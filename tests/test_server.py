@@ -120,3 +120,37 @@ def test_interrupt_stops_a_long_sampling_run(server):
     kinds = [kind for kind, _ in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds
     assert server.run(_graph())["status"]["status_str"] == "success"  # and the queue still works
+
+
+def test_progress_and_latent_previews_reach_the_websocket(server):
+    import asyncio
+    import uuid
+
+    import aiohttp
+
+    graph = _graph()
+    graph["5"]["inputs"]["steps"] = 6
+    graph["5"]["inputs"]["seed"] = 1234
+
+    async def run():
+        client_id = uuid.uuid4().hex
+        progress, previews = [], 0
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                async with session.post(f"{server.url}/prompt", json={"prompt": graph, "client_id": client_id}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        previews += 1
+                    elif msg.type == aiohttp.WSMsgType.TEXT:
+                        data = json.loads(msg.data)
+                        if data["type"] == "progress" and data["data"].get("node") == "5":
+                            progress.append(data["data"]["value"])
+                        if data["type"] == "executing" and data["data"].get("node") is None \
+                                and data["data"].get("prompt_id") == prompt_id:
+                            break
+        return progress, previews
+
+    progress, previews = asyncio.run(asyncio.wait_for(run(), 300))
+    assert progress[-1] == 6 and len(progress) >= 6
+    assert previews >= 6  # a Latent2RGB preview per step, from the checkpoint's fitted colour factors
