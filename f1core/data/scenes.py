@@ -17,7 +17,7 @@ from .spec import BACKGROUNDS, COLOURS, SIZES, ObjectSpec, SceneSpec, coerce_spe
 MIN_SIDE, MAX_SIDE = 64, 1024
 STAR_INNER_RATIO = 0.45
 DIAMOND_WIDTH = 0.72        # half-width / half-height: a diamond is taller than wide, unlike a turned square
-OUTLINE_WIDTH = 0.2         # of the circumradius
+OUTLINE_WIDTH = 0.35        # of the inradius, so thin shapes (stars) still show a hole
 STRIPE_PERIOD = 0.6         # of the circumradius
 SECONDARY_MIX = 0.55        # stripes and gradients run from the colour towards black (light bg) or white (dark bg)
 
@@ -218,7 +218,8 @@ def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 
         colour = _rgb(COLOURS[p.colour])
         second = secondary_colour(p.colour, background)
         if p.style == "outlined":
-            thickness = max(1.5, OUTLINE_WIDTH * r)
+            zero = torch.zeros(())
+            thickness = max(1.5, OUTLINE_WIDTH * -float(shape_sdf(p.shape, zero, zero, r)))
             alpha = silhouette - _coverage(sdf + thickness)
             edges[top:bottom, left:right] = torch.maximum(
                 edges[top:bottom, left:right], (1 - (sdf + thickness).abs() / edge_width).clamp(0, 1))

@@ -15,8 +15,8 @@ SPLIT_SIZES = {"train": 1000, "val": 20, "test": 40}   # specs per category
 RARE_PER_COMBO = 10                                    # rare test specs per held-out combination
 
 SPLIT_DIGESTS = {
-    "val": None,
-    "test": None,
+    "val": "7ecdbc22d3e5e882e949fc71f9c0a89cba3920140793be8adda874cae26564ad",
+    "test": "3c293ce20213fbebb5ae35285a979c17a649a8841f39bd762b028c6b4e4ad1f3",
 }
 
 

@@ -1,0 +1,117 @@
+"""python -m f1core.eval {selftest, score, export, fid} — see --help of each."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.captions import caption
+from ..data.scenes import render_scene
+from ..data.splits import SPLIT_SIZES, load_split
+from .detector import as_rgb_array, detect
+from .evaluate import IMAGE_SUFFIXES, evaluate_folder
+from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
+from .report import write_report
+from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
+
+
+def _selftest(args) -> int:
+    series, clean, ok = run_selftest(args.size, args.out, progress=not args.no_progress)
+    print(f"Detector self-test: test split, {len(clean.items)} scenes rendered at {args.size}x{args.size}")
+    print(format_selftest(series, clean))
+    for name, values in series.items():
+        if name != "clean":
+            print(f"robustness {name}: mean over categories {np.mean(list(values.values())):.3f}")
+    print(f"clean renders, every category >= {REQUIRED_ACCURACY}: {'yes' if ok else 'NO'}")
+    if args.out:
+        print(f"report: {Path(args.out) / 'report.md'}")
+    print(f"overall: {clean.overall:.4f}")
+    return 0 if ok else 1
+
+
+def _score(args) -> int:
+    report = evaluate_folder(args.folder, progress=not args.no_progress)
+    out = args.out or args.folder
+    paths = write_report(report, out, title=f"Compositional evaluation of {args.folder}")
+    for category, value in report.by_category().items():
+        print(f"{category:20s} {value:.3f}")
+    print(f"report: {paths['markdown']}")
+    print(f"overall: {report.overall:.4f}")
+    return 0
+
+
+def _export(args) -> int:
+    specs = load_split(args.split)[:args.limit]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, spec in enumerate(specs):
+        sample = render_scene(spec, args.size, seed=i)
+        Image.fromarray((sample.image.numpy() * 255).round().astype(np.uint8)).save(out / f"{i:04d}.png")
+        (out / f"{i:04d}.json").write_text(json.dumps(spec.to_dict() | {"caption": caption(spec)}))
+    print(f"wrote {len(specs)} images with sidecar specs to {out}")
+    return 0
+
+
+def _load_folder(folder) -> list[np.ndarray]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) < 2:
+        raise ValueError(f"{folder}: need at least 2 images for a Fréchet distance")
+    return [as_rgb_array(Image.open(p)) for p in paths]
+
+
+def _fid(args) -> int:
+    real, fake = _load_folder(args.real), _load_folder(args.fake)
+    feats = [torch.stack([detector_features(detect(x)) for x in images]) for images in (real, fake)]
+    print(f"detector Fréchet distance: {frechet_distance_of_features(*feats):.4f}")
+    try:
+        extractor = InceptionFeatures(args.inception_weights)
+    except InceptionUnavailable as err:
+        print(err)
+        return 0
+    def batch(images):
+        size = images[0].shape[:2]
+        return torch.stack([torch.from_numpy(np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize(
+            size[::-1]))).permute(2, 0, 1).float() / 255 for x in images])
+    print(f"FID (Inception-v3): {fid(batch(real), batch(fake), extractor):.4f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m f1core.eval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("selftest", help="render the test split and check the detector on it")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--out", help="also write report.json/.md and plots here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_selftest)
+    p = sub.add_parser("score", help="score a folder of images with sidecar .json specs")
+    p.add_argument("folder")
+    p.add_argument("--out", help="report folder (default: the image folder)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_score)
+    p = sub.add_parser("export", help="render a fixed split as images with sidecar specs")
+    p.add_argument("--split", choices=list(SPLIT_SIZES), default="test")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--limit", type=int)
+    p.set_defaults(run=_export)
+    p = sub.add_parser("fid", help="Fréchet distances between two image folders")
+    p.add_argument("real")
+    p.add_argument("fake")
+    p.add_argument("--inception-weights", help="local torchvision inception_v3 state dict; FID is skipped without")
+    p.set_defaults(run=_fid)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
