@@ -109,8 +109,10 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
     for link in links:  # the UI stores the target slot index, not the input name
         target = next(n for n in nodes if n["id"] == link[3])
         link[4] = next(i for i, slot in enumerate(target["inputs"]) if slot["link"] == link[0])
+    width = max(n["pos"][0] + n["size"][0] for n in nodes) + 60
+    view = {"scale": round(min(1.0, 1400 / width), 2), "offset": [90, 130]}  # whole graph in view, below the menu bar
     return {"last_node_id": max(int(i) for i in ids), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": view}, "version": 0.4}
 
 
 def strip_meta(api: dict) -> dict:
