@@ -1,0 +1,97 @@
+"""F.1 training from the command line. A run directory is created once, then each stage runs (and resumes) in it:
+
+    python -m f1core.train init RUN_DIR --preset scenes [--data scenes|IMAGE_FOLDER]
+    python -m f1core.train vae RUN_DIR --steps 4000 [--batch-size 16] [--set kl_weight=1e-6 ...]
+    python -m f1core.train diffusion RUN_DIR --steps 60000 [--set unet_adversarial_weight=0.05 ...]
+    python -m f1core.train export RUN_DIR OUT.safetensors
+
+--data is `scenes` (the scene engine's train split with paraphrased captions and long-tail oversampling) or a
+folder of images with same-stem .txt captions. Scale out with `torchrun --nproc_per_node N -m f1core.train ...`.
+Ctrl-C or SIGTERM saves the state after the current step; running the same command again continues it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import config as f1config
+from ..checkpoint import read_metadata
+from . import distributed as dist_utils
+from .data import ImageFolderDataset, SceneDataset
+from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, export, train
+
+
+def make_dataset(data: str, resolution: int):
+    if data == "scenes":
+        return SceneDataset.split("train", resolution=resolution)
+    return ImageFolderDataset(data, resolution=resolution)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` pairs typed by TrainConfig's field defaults."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields or key in ("stage", "steps"):
+            raise ValueError(f"--set {pair!r}: expected key=value with key one of "
+                             f"{sorted(set(fields) - {'stage', 'steps'})}")
+        kind = type(fields[key].default)
+        out[key] = kind(float(value)) if kind is int else kind(value)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m f1core.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create a run directory: config, vocabularies, random init")
+    init.add_argument("run_dir")
+    init.add_argument("--preset", default="scenes", choices=sorted(f1config.PRESETS))
+    init.add_argument("--vocab-size", type=int, default=1024)
+    init.add_argument("--data", default="scenes")
+    init.add_argument("--seed", type=int, default=0)
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=f"train (or resume) the {stage} stage")
+        p.add_argument("run_dir")
+        p.add_argument("--data", default="scenes")
+        p.add_argument("--steps", type=int, required=True)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--lr", type=float, default=2e-4)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field")
+        p.add_argument("--no-progress", action="store_true")
+    out = sub.add_parser("export", help="write the EMA weights as one F.1 .safetensors checkpoint")
+    out.add_argument("run_dir")
+    out.add_argument("out_path")
+    args = parser.parse_args(argv)
+
+    if args.command == "init":
+        preset = f1config.PRESETS[args.preset]
+        config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()
+        dataset = make_dataset(args.data, config.resolution)
+        print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed))
+        return
+    if args.command == "export":
+        print(export(args.run_dir, args.out_path))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = dist_utils.init_from_environment()
+    metadata = read_metadata(Path(args.run_dir) / BASE_NAME)
+    resolution = f1config.F1Config.from_json(metadata["f1.config"]).resolution
+    config = TrainConfig(stage=args.command, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, **parse_overrides(args.set))
+    result = train(args.run_dir, make_dataset(args.data, resolution), config, device=device,
+                   progress=not args.no_progress)
+    if dist_utils.rank() == 0:
+        print(f"{args.command}: step {result['step']}; last losses {result['losses']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

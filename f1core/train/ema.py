@@ -1,0 +1,36 @@
+"""Exponential moving average of a module's weights: the weights a trained checkpoint ships."""
+from __future__ import annotations
+
+import torch
+
+
+class EMA:
+    def __init__(self, module: torch.nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay: expected 0 <= decay < 1, got {decay}")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int):
+        # warm-up: early averages would otherwise be dominated by the random init
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
+        for key, value in module.state_dict().items():
+            shadow = self.shadow[key]
+            if value.is_floating_point():
+                shadow.lerp_(value.float(), 1.0 - decay)
+            else:
+                shadow.copy_(value)
+
+    def copy_to(self, module: torch.nn.Module):
+        module.load_state_dict({k: v.to(module.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+    def state_dict(self) -> dict:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict):
+        missing = set(self.shadow) - set(state)
+        if missing:
+            raise ValueError(f"EMA state lacks {len(missing)} keys (e.g. {sorted(missing)[:3]}); "
+                             "the run was made with a different model config")
+        self.shadow = {k: state[k].clone().float() for k in self.shadow}

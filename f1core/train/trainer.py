@@ -1,0 +1,463 @@
+"""The F.1 trainer: a VAE stage, then the text encoders + adapter + U-Net jointly on the frozen VAE's latents.
+
+A run directory holds everything a later session needs to continue:
+    base.safetensors   config, vocabularies and the random init every stage starts from
+    vae.pt, diffusion.pt  per-stage state: weights, EMA, optimizers, step, RNG (torch.save, read weights_only)
+    log.jsonl, loss.png   averaged losses per `log_every` steps and their plot
+
+State is written every `checkpoint_every` steps, every `checkpoint_minutes`, at the end, and on SIGTERM/SIGINT
+(the current step finishes first). All randomness of a step comes from generators seeded by (seed, step), so a
+resumed run continues exactly, and N ranks under torchrun take the same steps as one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import VOCAB_KEYS, build_part, load_checkpoint, read_metadata, save_checkpoint
+from ..config import F1Config
+from ..diffusion import F1Denoiser
+from ..preview import fit_latent_rgb
+from ..quantize import fake_quantize
+from ..text.vocab import build_vocab
+from . import distributed as dist_utils
+from .data import global_indices, global_rand, global_randn
+from .ema import EMA
+from .logplot import append_jsonl, plot_losses, read_jsonl
+from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructionHead, contrastive_loss,
+                     edm_loss_weight, hinge_discriminator_loss, hinge_generator_loss, log_normal_sigmas,
+                     structure_loss)
+
+STAGES = ("vae", "diffusion")
+BASE_NAME = "base.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str
+    steps: int
+    batch_size: int = 16           # global, over all ranks
+    lr: float = 2e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    adversarial_start: int = 2000  # the discriminator joins late, once reconstructions/denoisings are sensible
+    # VAE stage
+    kl_weight: float = 1e-6
+    structure_weight: float = 0.2
+    vae_adversarial_weight: float = 0.05
+    quantize_prob: float = 0.5     # share of steps that decode an 8-bit fake-quantized latent
+    quantize_bits: int = 8
+    # diffusion stage
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    condition_dropout: float = 0.1
+    contrastive_weight: float = 0.1
+    contrastive_temperature: float = 0.07
+    token_weight: float = 0.05
+    unet_adversarial_weight: float = 0.0   # 0 switches the adversarial term on predicted clean latents off
+    latent_stat_images: int = 256
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout: expected 0 <= p < 1, got {self.condition_dropout}")
+
+
+# --- run directory ----------------------------------------------------------------------------------------------
+def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0) -> Path:
+    """Start a run: build vocabularies over `corpus` and save the random init with them as base.safetensors."""
+    run_dir = Path(run_dir)
+    base = run_dir / BASE_NAME
+    if base.exists():
+        raise ValueError(f"run_dir: {run_dir} already holds a run; resume it or choose a new directory")
+    clip_vocab = build_vocab(corpus, config.text.clip.vocab_size, style="clip")
+    roberta_vocab = build_vocab(corpus, config.text.roberta.vocab_size, style="roberta")
+    metadata = dict(zip(VOCAB_KEYS, (*clip_vocab, *roberta_vocab)))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        parts = {name: build_part(name, config, metadata) for name in ("unet", "vae", "text")}
+    return save_checkpoint(base, config, **parts, extra_metadata={"f1.description": "training run init"})
+
+
+def _load_base(run_dir: Path):
+    base = run_dir / BASE_NAME
+    if not base.is_file():
+        raise ValueError(f"run_dir: {run_dir} has no {BASE_NAME}; create the run first (create_run or the CLI)")
+    return load_checkpoint(base)
+
+
+def _state_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / f"{stage}.pt"
+
+
+def _save_state(path: Path, state: dict):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(run_dir, stage: str) -> dict | None:
+    path = _state_path(Path(run_dir), stage)
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+# --- trainees: the modules DDP wraps, each forward computing its stage's losses ----------------------------------
+class VAETrainee(nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images, fine_noise, coarse_noise, quantize_bits: int | None):
+        fine, coarse = self.vae.encoder(images)
+        (fine, fine_logvar), (coarse, coarse_logvar) = fine.chunk(2, dim=1), coarse.chunk(2, dim=1)
+        fine_logvar, coarse_logvar = fine_logvar.clamp(-30, 20), coarse_logvar.clamp(-30, 20)
+        kl = sum(0.5 * (m.square() + lv.exp() - 1.0 - lv).mean() for m, lv in
+                 ((fine, fine_logvar), (coarse, coarse_logvar)))
+        fine = fine + (0.5 * fine_logvar).exp() * fine_noise
+        coarse = coarse + (0.5 * coarse_logvar).exp() * coarse_noise
+        if quantize_bits is not None:
+            # the shipped pipeline may store latents quantized; the decoder learns to read them
+            fine, coarse = self.vae.unpack(fake_quantize(self.vae.pack(fine, coarse), quantize_bits, "tile", 4))
+        return self.vae.decoder(fine, coarse), kl
+
+
+class DiffusionTrainee(nn.Module):
+    def __init__(self, config: F1Config, unet, text, embed_dim: int = 128):
+        super().__init__()
+        self.denoiser = F1Denoiser(unet, config.schedule)  # state keys denoiser.unet.*, the U-Net once
+        self.text = text
+        self.sigma_data = config.schedule.sigma_data
+        self.image_embedder = LatentImageEmbedder(config.unet.in_channels, embed_dim)
+        self.text_projection = nn.Linear(config.text.adapter.pooled_dim, embed_dim)
+        self.token_head = TokenReconstructionHead(config.text.adapter.context_dim, config.text.clip.vocab_size,
+                                                  config.text.roberta.vocab_size)
+
+    def forward(self, x0, tokens, keep, sigma, noise, temperature: float):
+        enc = self.text.encode_ids(tokens)
+        s = sigma.reshape(-1, 1, 1, 1)
+        denoised = self.denoiser(x0 + s * noise, sigma, context=enc.context, y=enc.pooled, context_mask=enc.mask)
+        per_sample = (edm_loss_weight(s, self.sigma_data) * (denoised - x0).square()).mean(dim=(1, 2, 3))
+        diffusion = dist_utils.global_mean(per_sample.sum(), x0.new_tensor(float(x0.shape[0])))
+        contrastive = contrastive_loss(self.image_embedder(x0), self.text_projection(enc.pooled), keep, temperature)
+        clip_ids = tokens.clip_ids.flatten(1)
+        clip_valid = (tokens.clip_windows[..., None] & (tokens.clip_ids != self.text.clip_tokenizer.pad_id)).flatten(1)
+        roberta_valid = (tokens.roberta_attention & tokens.roberta_windows[..., None]).flatten(1)
+        token_sum, token_count = self.token_head(enc.context, clip_ids, clip_valid.float(),
+                                                 tokens.roberta_ids.flatten(1), roberta_valid.float())
+        token = dist_utils.global_mean(token_sum, token_count)
+        return {"diffusion": diffusion, "contrastive": contrastive, "token": token, "denoised": denoised}
+
+
+# --- the shared loop ----------------------------------------------------------------------------------------------
+class _StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, saves and returns."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Initialise training-only modules from the run's seed, leaving the caller's global RNG untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+def _wrap(module: nn.Module, device) -> nn.Module:
+    if not dist_utils.is_distributed():
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def _lr_factor(config: TrainConfig, step: int) -> float:
+    return min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+class _Stage:
+    """Per-stage state and one optimisation step; subclasses fill `trainee`, `discriminator` and `step`."""
+    name: str
+
+    def __init__(self, run_dir: Path, dataset, config: TrainConfig, device):
+        self.run_dir, self.dataset, self.config, self.device = run_dir, dataset, config, device
+        if config.batch_size % dist_utils.world_size():
+            raise ValueError(f"batch_size: {config.batch_size} must divide by the number of processes "
+                             f"({dist_utils.world_size()})")
+        self.weights = dataset.sample_weights()
+
+    def _finish_init(self, trainee: nn.Module, discriminator: nn.Module, extra: dict):
+        self.trainee, self.discriminator = trainee.to(self.device), discriminator.to(self.device)
+        self.extra = extra
+        self.optimizer = torch.optim.AdamW(self.trainee.parameters(), lr=self.config.lr, betas=(0.9, 0.99),
+                                           weight_decay=0.0)
+        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=self.config.lr,
+                                                betas=(0.5, 0.9), weight_decay=0.0)
+        self.ema = EMA(self.trainee, self.config.ema_decay)
+        self.start = 0
+        state = load_state(self.run_dir, self.name)
+        if state is not None:
+            self.trainee.load_state_dict(state["trainee"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            torch.set_rng_state(state["torch_rng"])
+            self.start = int(state["step"])
+        self.trainee_ddp = _wrap(self.trainee, self.device)
+        self.discriminator_ddp = _wrap(self.discriminator, self.device)
+
+    def save(self, step: int):
+        if dist_utils.rank() != 0:
+            return
+        _save_state(_state_path(self.run_dir, self.name), {
+            "step": step, "trainee": self.trainee.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
+            "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
+            "train_config": json.dumps(dataclasses.asdict(self.config)), **self.extra})
+
+    def local_indices(self, step: int) -> torch.Tensor:
+        return dist_utils.local_slice(global_indices(self.weights, self.config.batch_size, self.config.seed, step))
+
+    def randn(self, step: int, shape, purpose: str) -> torch.Tensor:
+        noise = global_randn(self.config.batch_size, shape, self.config.seed, step, purpose)
+        return dist_utils.local_slice(noise).to(self.device)
+
+    def optimise(self, step: int, loss: torch.Tensor):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * _lr_factor(self.config, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.trainee, step)
+
+    def adversarial_active(self, weight: float, step: int) -> bool:
+        return weight > 0 and step >= self.config.adversarial_start
+
+    def generator_term(self, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's hinge loss through a frozen, unsynchronised discriminator (its grads are not wanted)."""
+        self.discriminator.requires_grad_(False)
+        try:
+            return hinge_generator_loss(self.discriminator(fake))
+        finally:
+            self.discriminator.requires_grad_(True)
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> float:
+        logits = self.discriminator_ddp(torch.cat([real, fake.detach()]))
+        real_logits, fake_logits = logits.chunk(2)
+        loss = hinge_discriminator_loss(real_logits, fake_logits)
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.disc_optimizer.step()
+        return float(loss)
+
+
+class VAEStage(_Stage):
+    name = "vae"
+
+    def __init__(self, run_dir, dataset, config, device):
+        super().__init__(run_dir, dataset, config, device)
+        base = _load_base(run_dir)
+        self.vae_config = base.config.vae
+        with _seeded(config.seed):
+            discriminator = PatchDiscriminator(self.vae_config.image_channels)
+        self._finish_init(VAETrainee(base.vae.train()), discriminator, {})
+
+    def step(self, step: int) -> dict:
+        cfg, vc = self.config, self.vae_config
+        images = torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
+        h, w = images.shape[-2] // vc.downscale, images.shape[-1] // vc.downscale
+        fine_noise = self.randn(step, (vc.fine_channels, h, w), "fine")
+        coarse_noise = self.randn(step, (vc.coarse_channels, h // 2, w // 2), "coarse")
+        quantize = float(global_rand(1, cfg.seed, step, "quantize")) < cfg.quantize_prob
+        recon, kl = self.trainee_ddp(images, fine_noise, coarse_noise, cfg.quantize_bits if quantize else None)
+        l1, mse = (recon - images).abs().mean(), (recon - images).square().mean()
+        structure = structure_loss(recon, images)
+        loss = l1 + mse + cfg.structure_weight * structure + cfg.kl_weight * kl
+        logs = {}
+        adversarial = self.adversarial_active(cfg.vae_adversarial_weight, step)
+        if adversarial:
+            generator = self.generator_term(recon)
+            loss = loss + cfg.vae_adversarial_weight * generator
+            logs["generator_loss"] = float(generator)
+        self.optimise(step, loss)
+        if adversarial:
+            logs["discriminator_loss"] = self.discriminator_step(images, recon)
+        psnr = 10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - images).square().mean().clamp_min(1e-10))
+        return {"loss": float(loss.detach()), "l1_loss": float(l1), "structure_loss": float(structure),
+                "kl_loss": float(kl), "psnr": float(psnr), **logs}
+
+
+class DiffusionStage(_Stage):
+    name = "diffusion"
+
+    def __init__(self, run_dir, dataset, config, device):
+        super().__init__(run_dir, dataset, config, device)
+        base = _load_base(run_dir)
+        self.f1_config = base.config
+        state = load_state(run_dir, self.name)
+        vae = base.vae
+        if state is not None:
+            vae.load_state_dict(state["vae"])
+            latent_rgb = json.loads(state["latent_rgb"])
+        else:
+            vae_state = load_state(run_dir, "vae")
+            if vae_state is None:
+                raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
+            vae.load_state_dict({k[len("vae."):]: v for k, v in vae_state["ema"].items()})
+            count = min(len(dataset), config.latent_stat_images)
+            images = torch.stack([dataset.image(i) for i in range(count)])
+            vae.fit_latent_stats(images)
+            latent_rgb = fit_latent_rgb(vae, images)
+        self.vae = vae.eval().requires_grad_(False).to(device)
+        self.latents = self._encode_all()
+        with _seeded(config.seed):
+            trainee = DiffusionTrainee(base.config, base.unet.train(), base.text.train())
+            discriminator = PatchDiscriminator(base.config.unet.in_channels, width=64, layers=2)
+        self._finish_init(trainee, discriminator,
+                          {"vae": {k: v.cpu() for k, v in self.vae.state_dict().items()},
+                           "latent_rgb": json.dumps(latent_rgb)})
+
+    @torch.no_grad()
+    def _encode_all(self, chunk: int = 64) -> torch.Tensor:
+        """Posterior-mean latents of every dataset image, encoded once by the frozen VAE."""
+        out = []
+        for start in range(0, len(self.dataset), chunk):
+            images = torch.stack([self.dataset.image(i) for i in range(start, min(len(self.dataset), start + chunk))])
+            out.append(self.vae.encode(images.to(self.device)).cpu())
+        return torch.cat(out)
+
+    def step(self, step: int) -> dict:
+        cfg = self.config
+        indices = self.local_indices(step)
+        batch = cfg.batch_size
+        offset = dist_utils.rank() * (batch // dist_utils.world_size())
+        keep = dist_utils.local_slice(global_rand(batch, cfg.seed, step, "dropout") >= cfg.condition_dropout)
+        captions = [self.dataset.caption(int(i), step * batch + offset + n) if keep[n] else ""
+                    for n, i in enumerate(indices)]
+        tokens = self.trainee.text.tokenize(captions).to(self.device)
+        x0 = self.latents[indices].to(self.device)
+        sigma = log_normal_sigmas(self.randn(step, (), "sigma"), cfg.p_mean, cfg.p_std)
+        noise = self.randn(step, x0.shape[1:], "noise")
+        out = self.trainee_ddp(x0, tokens, keep.to(self.device), sigma, noise, cfg.contrastive_temperature)
+        loss = out["diffusion"] + cfg.contrastive_weight * out["contrastive"] + cfg.token_weight * out["token"]
+        logs = {}
+        adversarial = self.adversarial_active(cfg.unet_adversarial_weight, step)
+        if adversarial:
+            generator = self.generator_term(out["denoised"])
+            loss = loss + cfg.unet_adversarial_weight * generator
+            logs["generator_loss"] = float(generator)
+        self.optimise(step, loss)
+        if adversarial:
+            logs["discriminator_loss"] = self.discriminator_step(x0, out["denoised"])
+        return {"loss": float(loss.detach()), "diffusion_loss": float(out["diffusion"]),
+                "contrastive_loss": float(out["contrastive"]) / dist_utils.world_size(),
+                "token_loss": float(out["token"]), **logs}
+
+
+def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool = True,
+          stop_at: int | None = None) -> dict:
+    """Run (or resume) `config.stage` up to `config.steps` (or `stop_at`, to interrupt a run on purpose).
+    Returns {"step": last completed step, "losses": the last logged record or {}}."""
+    run_dir = Path(run_dir)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    stage_cls = VAEStage if config.stage == "vae" else DiffusionStage
+    stage = stage_cls(run_dir, dataset, config, device)
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+    is_main = dist_utils.rank() == 0
+    log_path, plot_path = run_dir / "log.jsonl", run_dir / "loss.png"
+    pending: dict[str, list[float]] = {}
+    last_record: dict = {}
+    last_save, window_start = time.monotonic(), time.monotonic()
+    bar = None
+    if progress and is_main:
+        from tqdm import tqdm
+        bar = tqdm(total=config.steps, initial=stage.start, desc=f"train {config.stage}", dynamic_ncols=True)
+    step = stage.start
+    with _StopRequest() as stop:
+        while step < end:
+            values = stage.step(step)
+            step += 1
+            for key, value in values.items():
+                pending.setdefault(key, []).append(value)
+            if step % config.log_every == 0 or step == end:
+                elapsed = max(time.monotonic() - window_start, 1e-9)
+                count = len(pending["loss"])
+                last_record = {"stage": config.stage, "step": step, "time": time.time(),
+                               "images_per_s": count * config.batch_size / elapsed,
+                               **{k: sum(v) / len(v) for k, v in pending.items()}}
+                if is_main:
+                    append_jsonl(log_path, last_record)
+                pending, window_start = {}, time.monotonic()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            time_due = time.monotonic() - last_save > 60 * config.checkpoint_minutes
+            stopping = dist_utils.any_rank(stop.requested, device)
+            if stopping or step % config.checkpoint_every == 0 or step == end or dist_utils.any_rank(time_due, device):
+                stage.save(step)
+                if is_main:
+                    plot_losses(read_jsonl(log_path), plot_path)
+                last_save = time.monotonic()
+            if stopping:
+                break
+    if bar is not None:
+        bar.close()
+    return {"step": step, "losses": last_record}
+
+
+# --- export -------------------------------------------------------------------------------------------------------
+def export(run_dir, out_path, description: str | None = None) -> Path:
+    """Write the diffusion stage's EMA weights (U-Net and text) with its VAE and preview factors as one
+    F.1 checkpoint."""
+    run_dir = Path(run_dir)
+    state = load_state(run_dir, "diffusion")
+    if state is None:
+        raise ValueError(f"run_dir: {run_dir} has no diffusion.pt; train the 'diffusion' stage before exporting")
+    base_metadata = read_metadata(run_dir / BASE_NAME)
+    config = F1Config.from_json(base_metadata["f1.config"])
+    parts = {}
+    for name, prefix in (("unet", "denoiser.unet."), ("text", "text.")):
+        module = build_part(name, config, base_metadata)
+        module.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+        parts[name] = module
+    parts["vae"] = build_part("vae", config)
+    parts["vae"].load_state_dict(state["vae"])
+    text = description or f"{config.name}, trained {state['step']} diffusion steps (EMA weights)"
+    return save_checkpoint(out_path, config, **parts, latent_rgb=json.loads(state["latent_rgb"]),
+                           extra_metadata={"f1.description": text, "f1.train_step": str(state["step"])})

@@ -1,0 +1,144 @@
+"""The F.1 trainer on a tiny config and a toy dataset: losses fall, resume continues exactly, export loads."""
+import json
+
+import pytest
+import torch
+
+from f1core.checkpoint import load_checkpoint
+from f1core.config import tiny
+from f1core.train import TrainConfig, create_run, export, load_state, train
+from f1core.train.logplot import read_jsonl
+
+COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
+SIDE = 32
+
+
+class ToyDataset:
+    """A coloured square on the left or right of a grey canvas, captioned accordingly."""
+
+    def __init__(self):
+        self.items = [(c, p) for c in COLOURS for p in ("left", "right")] * 2
+
+    def __len__(self):
+        return len(self.items)
+
+    def image(self, index):
+        colour, side = self.items[index]
+        image = torch.zeros(3, SIDE, SIDE)
+        x0 = 4 if side == "left" else SIDE - 16
+        image[:, 10:22, x0:x0 + 12] = torch.tensor(COLOURS[colour])[:, None, None]
+        return image
+
+    def caption(self, index, variant=0):
+        colour, side = self.items[index]
+        return f"a {colour} square on the {side}" if variant % 2 == 0 else f"{colour} box at the {side}"
+
+    def __getitem__(self, index):
+        return self.image(index), self.caption(index)
+
+    def sample_weights(self):
+        return torch.full((len(self),), 1.0 / len(self), dtype=torch.float64)
+
+
+def _small_tiny():
+    return tiny(vocab_size=600)
+
+
+def _vae_config(steps, **kw):
+    return TrainConfig(stage="vae", steps=steps, batch_size=4, lr=2e-3, warmup_steps=1, log_every=1,
+                       adversarial_start=steps - 6, **kw)
+
+
+def _diffusion_config(steps, **kw):
+    return TrainConfig(stage="diffusion", steps=steps, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1,
+                       latent_stat_images=8, **kw)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    data = ToyDataset()
+    create_run(run, _small_tiny(), [data.caption(i, v) for i in range(len(data)) for v in range(2)])
+    train(run, data, _vae_config(30), progress=False)
+    return run
+
+
+def test_vae_stage_loss_falls_and_logs(vae_run):
+    records = [r for r in read_jsonl(vae_run / "log.jsonl") if r["stage"] == "vae"]
+    assert len(records) == 30
+    def mean(key, rows):
+        return sum(r[key] for r in rows) / len(rows)
+    assert mean("l1_loss", records[-5:]) < 0.7 * mean("l1_loss", records[:3])
+    assert mean("psnr", records[-5:]) > mean("psnr", records[:3]) + 1.0
+    assert "discriminator_loss" in records[-1] and "discriminator_loss" not in records[0]  # the adversary starts late
+    assert (vae_run / "loss.png").stat().st_size > 0
+    state = load_state(vae_run, "vae")
+    assert state["step"] == 30
+
+
+def _copy_run(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    (dst / "log.jsonl").unlink()
+    return dst
+
+
+def test_diffusion_resume_is_exact_and_export_loads(vae_run, tmp_path):
+    data = ToyDataset()
+    straight = _copy_run(vae_run, tmp_path / "straight")
+    resumed = _copy_run(vae_run, tmp_path / "resumed")
+    config = _diffusion_config(6, unet_adversarial_weight=0.1, adversarial_start=2)
+    train(straight, data, config, progress=False)
+    assert train(resumed, data, config, progress=False, stop_at=3)["step"] == 3
+    assert load_state(resumed, "diffusion")["step"] == 3
+    train(resumed, data, config, progress=False)
+    a, b = load_state(straight, "diffusion"), load_state(resumed, "diffusion")
+    assert a["step"] == b["step"] == 6
+    for key in a["trainee"]:
+        torch.testing.assert_close(a["trainee"][key], b["trainee"][key], rtol=0, atol=1e-6, msg=key)
+    for key in a["ema"]:
+        torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=1e-6, msg=key)
+
+    out = export(straight, tmp_path / "model.safetensors")
+    loaded = load_checkpoint(out)
+    assert loaded.latent_rgb is not None and len(loaded.latent_rgb["factors"]) == loaded.config.unet.in_channels
+    assert json.loads(loaded.metadata["f1.train_step"]) == 6
+    ema_unet = {k[len("denoiser.unet."):]: v for k, v in a["ema"].items() if k.startswith("denoiser.unet.")}
+    for key, value in loaded.unet.state_dict().items():
+        torch.testing.assert_close(value, ema_unet[key].to(value.dtype))
+
+
+def _fixed_batch_loss(checkpoint, data, seed=0):
+    """EDM loss of a checkpoint on the whole toy set at fixed noise levels and noise."""
+    from f1core.diffusion import F1Denoiser
+    g = torch.Generator().manual_seed(seed)
+    images = torch.stack([data.image(i) for i in range(len(data))])
+    with torch.no_grad():
+        x0 = checkpoint.vae.encode(images)
+        enc = checkpoint.text.encode([data.caption(i) for i in range(len(data))])
+        sigma = torch.tensor([0.3, 1.0, 2.5])[torch.arange(len(data)) % 3]
+        noise = torch.randn(x0.shape, generator=g)
+        denoiser = F1Denoiser(checkpoint.unet, checkpoint.config.schedule)
+        s = sigma[:, None, None, None]
+        out = denoiser(x0 + s * noise, sigma, context=enc.context, y=enc.pooled, context_mask=enc.mask)
+        return float(((s ** 2 + 1) / s ** 2 * (out - x0) ** 2).mean())
+
+
+def test_diffusion_stage_lowers_the_denoising_loss(vae_run, tmp_path):
+    data = ToyDataset()
+    run = _copy_run(vae_run, tmp_path / "run")
+    before_path = None
+    train(run, data, _diffusion_config(1, ema_decay=0.0), progress=False)
+    before_path = export(run, tmp_path / "before.safetensors")
+    train(run, data, _diffusion_config(40, ema_decay=0.0), progress=False)
+    after_path = export(run, tmp_path / "after.safetensors")
+    before = _fixed_batch_loss(load_checkpoint(before_path), data)
+    after = _fixed_batch_loss(load_checkpoint(after_path), data)
+    assert after < 0.7 * before
+
+
+def test_bad_config_is_rejected_clearly():
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig(stage="unet", steps=1)
+    with pytest.raises(ValueError, match="condition_dropout"):
+        TrainConfig(stage="diffusion", steps=1, condition_dropout=1.0)
