@@ -159,4 +159,23 @@ def full() -> F1Config:
     return F1Config()
 
 
-PRESETS = {"tiny": tiny, "full": full}
+def scenes(vocab_size: int = 1024) -> F1Config:
+    """The embedded default `f1-tiny-scenes`: 64² scenes, a 10-channel 8x8 latent, small text towers with a
+    scene vocabulary; sized for CPU training and a checkpoint well under 40 MB."""
+    vae = VAEConfig(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, fine_channels=8,
+                    coarse_channels=8)
+    text = TextConfig(
+        clip=CLIPTextConfig(vocab_size=vocab_size, hidden_size=128, num_layers=2, num_heads=2,
+                            intermediate_size=256, max_positions=32, bos_token_id=0, eos_token_id=1,
+                            pad_token_id=1, projection_dim=128),
+        roberta=RobertaConfig(vocab_size=vocab_size, hidden_size=128, num_layers=2, num_heads=2,
+                              intermediate_size=256, max_positions=34),
+        adapter=AdapterConfig(context_dim=128, pooled_dim=128, role_tokens=2),
+    )
+    unet = UNetConfig(in_channels=vae.latent_channels, model_channels=64, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_levels=(0, 1), cross_scale_levels=(1,), cross_scale_grid=4, head_dim=32,
+                      context_dim=128, pooled_dim=128)
+    return F1Config(name="f1-tiny-scenes", resolution=64, vae=vae, unet=unet, text=text)
+
+
+PRESETS = {"tiny": tiny, "full": full, "scenes": scenes}
