@@ -313,13 +313,16 @@ class ReuseCache:
         return out
 
 
-def with_reuse(sampler, threshold: float):
-    """A sampler function (same signature as `sampler`) that runs `sampler` on a ReuseCache of the model."""
+def with_reuse(sampler, threshold: float, stats=None):
+    """A sampler function (same signature as `sampler`) that runs `sampler` on a ReuseCache of the model.
+    `stats`, if a dict, receives real_calls and reused_calls of the latest run."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
         cached = ReuseCache(model, threshold, sigmas)
         out = sampler(cached, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
         logger.info("reuse cache: %d real model calls, %d reused", cached.real_calls, cached.reused_calls)
+        if stats is not None:
+            stats.update(real_calls=cached.real_calls, reused_calls=cached.reused_calls)
         return out
 
     return sample

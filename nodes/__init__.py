@@ -2,6 +2,6 @@
 
 
 def all_nodes():
-    from . import nodes_loaders, nodes_latent, nodes_text, nodes_sampling
-    modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling]
+    from . import nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive
+    modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive]
     return [node for module in modules for node in module.NODES]
