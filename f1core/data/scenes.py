@@ -19,7 +19,7 @@ STAR_INNER_RATIO = 0.45
 DIAMOND_WIDTH = 0.72        # half-width / half-height: a diamond is taller than wide, unlike a turned square
 OUTLINE_WIDTH = 0.35        # of the inradius, so thin shapes (stars) still show a hole
 STRIPE_PERIOD = 0.6         # of the circumradius
-SECONDARY_MIX = 0.55        # stripes and gradients run from the colour towards black (light bg) or white (dark bg)
+SECONDARY_MIX = 0.6         # stripes and gradients run from the colour towards black (light bg) or white (dark bg)
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,9 @@ def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 
             mix = (0.5 - band).clamp(0, 1)
             fill = colour * (1 - mix[..., None]) + second * mix[..., None]
         elif p.style == "gradient":
-            mix = ((dy + r) / (2 * r)).clamp(0, 1)
+            verts = _polygon(p.shape) or [(0.0, -1.0), (0.0, 1.0)]
+            top_y, bottom_y = min(v[1] for v in verts) * r, max(v[1] for v in verts) * r
+            mix = ((dy - top_y) / (bottom_y - top_y)).clamp(0, 1)  # over the shape's own height
             fill = colour * (1 - mix[..., None]) + second * mix[..., None]
         else:
             fill = colour.expand(bottom - top, right - left, 3)

@@ -129,18 +129,31 @@ def _nearest(lab: np.ndarray, names: list[str], table: np.ndarray) -> str:
     return names[int(np.argmin(np.linalg.norm(table - lab, axis=1)))]
 
 
+SUPERSAMPLE = 4  # shapes are compared at 4x resolution so small objects keep their corners
+
+
 def _rasterise(verts, scale: float, cx: float, cy: float, ccx: float, ccy: float, shape) -> np.ndarray:
-    """Boolean mask of the polygon placed with its centroid at (cx, cy), 4x supersampled."""
-    ss = 4
-    canvas = Image.new("L", (shape[1] * ss, shape[0] * ss), 0)
-    points = [((cx + scale * (vx - ccx)) * ss, (cy + scale * (vy - ccy)) * ss) for vx, vy in verts]
-    ImageDraw.Draw(canvas).polygon(points, fill=255)
-    small = np.asarray(canvas, dtype=np.float32).reshape(shape[0], ss, shape[1], ss).mean(axis=(1, 3))
-    return small >= 127.5
+    """Boolean mask of the polygon placed with its centroid at (cx, cy)."""
+    canvas = Image.new("1", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(cx + scale * (vx - ccx), cy + scale * (vy - ccy)) for vx, vy in verts], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def fine_silhouette(delta: np.ndarray, component: np.ndarray) -> np.ndarray:
+    """The object's filled outline at SUPERSAMPLE x resolution: the colour distance to the background,
+    interpolated, cut at half the object's own contrast, which is where an anti-aliased or blurred edge truly lies."""
+    solid = component & (delta > FOREGROUND_DELTA_E)
+    inner = ndimage.binary_erosion(solid) if ndimage.binary_erosion(solid).sum() >= 4 else solid
+    level = max(FOREGROUND_DELTA_E, 0.5 * float(np.percentile(delta[inner], 10)))
+    fine = ndimage.zoom(delta, SUPERSAMPLE, order=1, grid_mode=True, mode="nearest") > level
+    near = ndimage.zoom(ndimage.binary_dilation(component), SUPERSAMPLE, order=0, grid_mode=True, mode="nearest")
+    fine = ndimage.binary_closing(np.pad(fine & near, SUPERSAMPLE), iterations=SUPERSAMPLE)
+    return ndimage.binary_fill_holes(fine)[SUPERSAMPLE:-SUPERSAMPLE, SUPERSAMPLE:-SUPERSAMPLE]
 
 
 def classify_shape(silhouette: np.ndarray) -> tuple[str, float, float]:
-    """(shape, IoU with the best prototype, fitted circumradius in pixels) for a boolean silhouette."""
+    """(shape, IoU with the best prototype, fitted circumradius in the silhouette's pixels) for a boolean
+    silhouette, each prototype scaled to the same area and centred on the same centroid."""
     area = float(silhouette.sum())
     pad = int(math.sqrt(area)) + 2
     mask = np.pad(silhouette, pad)
@@ -174,17 +187,24 @@ def _style(component: np.ndarray, silhouette: np.ndarray, lab: np.ndarray, solid
     if component[core].mean() < 0.5:  # the heart of the silhouette shows background: hollow
         return "outlined"
     depth = ndimage.distance_transform_edt(solid & component)
-    interior = depth >= max(2.0, CORE_DEPTH * depth.max())  # clear of the soft or anti-aliased rim
+    interior = depth >= 2.0  # clear of the anti-aliased rim
     if interior.sum() < 8:
         interior = depth >= 1.0
-    spread, t = _spread(lab[interior], with_projection=True)
-    if spread < FLAT_SPREAD + NOISE_SPREAD * noise:
-        return "flat"
+    threshold = FLAT_SPREAD + NOISE_SPREAD * noise
+    _, t = _spread(lab[interior], with_projection=True)
     ys, xs = np.nonzero(interior)
     design = np.stack([np.ones_like(xs), xs, ys], 1).astype(np.float64)
     coef, *_ = np.linalg.lstsq(design, t, rcond=None)
-    r2 = 1 - ((t - design @ coef) ** 2).sum() / max(1e-9, (t ** 2).sum())
-    return "gradient" if r2 >= GRADIENT_R2 else "striped"
+    planar = design @ coef
+    r2 = 1 - ((t - planar) ** 2).sum() / max(1e-9, (t ** 2).sum())
+    # a ramp: a large planar trend that explains most of the variation (a soft rim has no planar trend)
+    if np.percentile(planar, 95) - np.percentile(planar, 5) >= threshold and r2 >= GRADIENT_R2:
+        return "gradient"
+    # stripes: variation left in the core, away from any soft rim
+    core = depth >= max(2.0, CORE_DEPTH * depth.max())
+    if core.sum() >= 4 and _spread(lab[core]) >= threshold:
+        return "striped"
+    return "flat"
 
 
 def _colour(component: np.ndarray, lab: np.ndarray) -> tuple[str, np.ndarray]:
@@ -207,7 +227,8 @@ def detect(image) -> Detection:
     noise = _spread(np.concatenate([denoised[:3, 3:-3].reshape(-1, 3), denoised[-3:, 3:-3].reshape(-1, 3)]))
     smooth = ndimage.uniform_filter(lab, size=(3, 3, 1))  # tames sensor-like noise before any threshold
     foreground = np.linalg.norm(smooth - background_lab, axis=-1) > FOREGROUND_DELTA_E
-    solid = np.linalg.norm(lab - background_lab, axis=-1) > FOREGROUND_DELTA_E
+    delta = np.linalg.norm(lab - background_lab, axis=-1)
+    solid = delta > FOREGROUND_DELTA_E
     labels, count = ndimage.label(foreground, structure=np.ones((3, 3)))
     min_area = max(12, MIN_AREA_FRACTION * height * width)
     objects = []
@@ -221,14 +242,18 @@ def detect(image) -> Detection:
             continue
         closed = ndimage.binary_closing(np.pad(component, 2), iterations=1)[2:-2, 2:-2] | component
         silhouette = ndimage.binary_fill_holes(closed)
-        shape, iou, radius = classify_shape(silhouette)
-        crop = smooth[y0:y1, x0:x1]
-        colour, measured = _colour(component, crop)
+        fine = fine_silhouette(delta[y0:y1, x0:x1], component)
+        if fine.sum() < SUPERSAMPLE ** 2 * min_area / 2:
+            continue
+        shape, iou, radius = classify_shape(fine)
+        radius /= SUPERSAMPLE
+        colour, measured = _colour(component, smooth[y0:y1, x0:x1])
         style = _style(component, silhouette, denoised[y0:y1, x0:x1], solid[y0:y1, x0:x1], noise)
-        ys, xs = np.nonzero(silhouette)
+        ys, xs = np.nonzero(fine)
         size = _SIZE_NAMES[int(np.searchsorted(_SIZE_BOUNDS, radius / min(width, height)))]
-        objects.append(DetectedObject(shape, colour, style, size, (x0 + xs.mean() + 0.5) / width,
-                                      (y0 + ys.mean() + 0.5) / height, radius, int(silhouette.sum()), iou,
+        objects.append(DetectedObject(shape, colour, style, size, (x0 + (xs.mean() + 0.5) / SUPERSAMPLE) / width,
+                                      (y0 + (ys.mean() + 0.5) / SUPERSAMPLE) / height, radius,
+                                      int(fine.sum()) // SUPERSAMPLE ** 2, iou,
                                       (x0, y0, x1, y1), tuple(float(v) for v in measured)))
     background = _nearest(background_lab, _BACKGROUND_NAMES, _BACKGROUND_LAB)
     return Detection(sorted(objects, key=lambda o: (o.y, o.x)), background, width, height)

@@ -1,0 +1,160 @@
+"""The detector and scorer against rendered ground truth, the metrics and the report/CLI plumbing."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from f1core.data import splits
+from f1core.data.scenes import render_scene
+from f1core.data.spec import COLOURS, SHAPES, STYLES, ObjectSpec, Relation, SceneSpec
+from f1core.eval import (InceptionFeatures, InceptionUnavailable, clip_score, detect, detector_features,
+                         evaluate_renderer, frechet_distance, psnr, score_detection, ssim, write_report)
+from f1core.eval.__main__ import main
+from f1core.eval.detector import DetectedObject, Detection
+from f1core.eval.metrics import frechet_distance_of_features
+from f1core.eval.selftest import DEGRADATIONS, run_selftest
+
+
+def _render(spec, seed=0, size=128):
+    return render_scene(spec, size, seed=seed)
+
+
+def test_every_category_round_trips_through_render_and_detect():
+    specs = splits.generate_split("val", per_category=8)
+    report = evaluate_renderer(lambda spec: _render(spec, seed=len(spec.to_json())).image, specs, progress=False)
+    assert set(report.by_category()) == set(splits.CATEGORIES)
+    failed = [(i.name, i.score.failures) for i in report.items if not i.score.passed]
+    assert not failed
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_detector_reads_every_shape_colour_and_style(style):
+    for k, shape in enumerate(SHAPES):
+        colour = list(COLOURS)[(k + STYLES.index(style)) % len(COLOURS)]
+        sample = _render(SceneSpec((ObjectSpec(shape, colour, style, "medium"),)), seed=k)
+        (found,) = detect(sample.image).objects
+        truth = sample.objects[0]
+        assert (found.shape, found.colour, found.style, found.size) == (shape, colour, style, "medium")
+        assert abs(found.x - truth.x) < 0.03 and abs(found.y - truth.y) < 0.03
+
+
+def test_detector_takes_pil_arrays_and_channel_first_tensors():
+    sample = _render("two red stars and a blue circle", seed=2)
+    from PIL import Image
+    pil = Image.fromarray((sample.image.numpy() * 255).astype(np.uint8))
+    for image in (pil, sample.image.permute(2, 0, 1), (sample.image.numpy() * 255).astype(np.uint8)):
+        assert sorted(o.shape for o in detect(image).objects) == ["circle", "star", "star"]
+    with pytest.raises(ValueError, match="image"):
+        detect(torch.zeros(4, 4))
+
+
+def test_scoring_rejects_images_that_do_not_match():
+    image = _render("a red circle to the left of a blue square", seed=4).image
+    detection = detect(image)
+    assert score_detection(SceneSpec((ObjectSpec("circle", "red", relation=Relation("left of", 1)),
+                                      ObjectSpec("square", "blue"))), detection).passed
+    flipped = score_detection(SceneSpec((ObjectSpec("circle", "red", relation=Relation("right of", 1)),
+                                         ObjectSpec("square", "blue"))), detection)
+    assert not flipped.passed and "right of" in flipped.failures[0]
+    swapped = score_detection(SceneSpec((ObjectSpec("circle", "blue"), ObjectSpec("square", "red"))), detection)
+    assert not swapped.passed and len(swapped.failures) == 2
+    counted = score_detection(SceneSpec((ObjectSpec("circle", count=2),)), detection)
+    assert not counted.passed and "found 1" in counted.failures[0]
+    styled = score_detection(SceneSpec((ObjectSpec("circle", "red", "striped"),)), detection)
+    assert not styled.passed and "style" in styled.failures[0]
+
+
+def test_position_thresholds_and_background():
+    def obj(x, y):
+        return DetectedObject("star", "red", "flat", "small", x, y, 5.0, 50, 0.9, (0, 0, 1, 1))
+    spec = SceneSpec((ObjectSpec("star", position="top"),), background="grey")
+    assert score_detection(spec, Detection([obj(0.5, 0.2)], "grey", 128, 128)).passed
+    assert not score_detection(spec, Detection([obj(0.5, 0.5)], "grey", 128, 128)).passed
+    assert not score_detection(spec, Detection([obj(0.5, 0.2)], "white", 128, 128)).passed
+
+
+def test_psnr_and_ssim():
+    image = _render("a large gradient green hexagon", seed=1).image.permute(2, 0, 1)[None]
+    noisy = (image + 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert ssim(image, image) > 0.999 and ssim(noisy, image) < 0.9
+    assert psnr(noisy, image) < 30 < psnr(image * 0.999, image)
+    with pytest.raises(ValueError, match="reconstruction"):
+        psnr(image[0], image[0])
+
+
+def test_frechet_distance_matches_the_gaussian_formula():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.tensor([1.0, -2.0, 0.5])
+    s1, s2 = torch.diag(torch.tensor([1.0, 4.0, 9.0])), torch.diag(torch.tensor([4.0, 1.0, 1.0]))
+    # diagonal covariances: |mu|^2 + sum (sqrt(a) - sqrt(b))^2
+    assert frechet_distance(mu, s1, torch.zeros(3), s2) == pytest.approx(5.25 + 1 + 1 + 4)
+    a = torch.randn(4000, 3, generator=g)
+    assert frechet_distance_of_features(a, torch.randn(4000, 3, generator=g)) < 0.02
+    assert frechet_distance_of_features(a, torch.randn(4000, 3, generator=g) + 1) > 2.5
+
+
+def test_detector_feature_distance_separates_domains():
+    def features(text, seeds):
+        return torch.stack([detector_features(detect(_render(text, seed=s, size=96).image)) for s in seeds])
+    reds = features("two red circles", range(16))
+    same = frechet_distance_of_features(reds, features("two red circles", range(16, 32)))
+    different = frechet_distance_of_features(reds, features("a blue star and a green square", range(16)))
+    assert different > 3 * same
+
+
+def test_inception_fid_needs_local_weights_and_loads_them(tmp_path):
+    with pytest.raises(InceptionUnavailable, match="FID skipped"):
+        InceptionFeatures(None)
+    with pytest.raises(InceptionUnavailable, match="not found"):
+        InceptionFeatures(tmp_path / "missing.pth")
+    from torchvision.models import inception_v3
+    torch.manual_seed(0)
+    path = tmp_path / "inception.pth"
+    torch.save(inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict(), path)
+    features = InceptionFeatures(path)(torch.rand(2, 3, 64, 64))
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_clip_score_hook_ranks_matching_pairs_higher():
+    colours = list(COLOURS)
+    def image_embed(images):      # stand-in: one-hot of the detected colour
+        return torch.stack([torch.eye(len(colours))[colours.index(detect(i).objects[0].colour)] for i in images])
+    def text_embed(texts):        # stand-in: one-hot of the colour word
+        return torch.stack([torch.eye(len(colours))[[c in t for c in colours].index(True)] for t in texts])
+    images = [_render(f"a {c} square", seed=1).image for c in ("red", "blue")]
+    matched = clip_score(images, ["a red square", "a blue square"], image_embed, text_embed)
+    crossed = clip_score(images, ["a blue square", "a red square"], image_embed, text_embed)
+    assert (matched > crossed).all()
+    with pytest.raises(ValueError, match="one caption per image"):
+        clip_score(images, ["a red square"], image_embed, text_embed)
+
+
+def test_degradations_change_the_image_but_keep_it_readable():
+    rgb = _render("a large red star", seed=0).image.numpy()
+    for name, degrade in DEGRADATIONS.items():
+        out = degrade(rgb, 0)
+        assert out.shape == rgb.shape and np.abs(out - rgb).mean() > 1e-3, name
+        assert detect(out).objects[0].shape == "star", name
+
+
+def test_report_files_and_cli(tmp_path, capsys):
+    specs = splits.generate_split("val", per_category=1)
+    report = evaluate_renderer(lambda s: _render(s).image, specs, progress=False)
+    paths = write_report(report, tmp_path / "report")
+    data = json.loads(paths["json"].read_text())
+    assert data["overall"] == report.overall and len(data["items"]) == len(specs)
+    assert "| category |" in paths["markdown"].read_text()
+    assert paths["grid"].stat().st_size > 0 and paths["bars"].stat().st_size > 0
+
+    assert main(["export", "--out", str(tmp_path / "images"), "--limit", "5"]) == 0
+    assert main(["score", str(tmp_path / "images"), "--out", str(tmp_path / "scored"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "overall: 1.0000"
+    (tmp_path / "images" / "0000.json").write_text('{"caption": "a teal circle"}')
+    assert main(["score", str(tmp_path / "images"), "--no-progress"]) == 2
+    assert "teal" in capsys.readouterr().err
+
+
+def test_selftest_reaches_the_bar_on_a_slice():
+    series, clean, ok = run_selftest(size=128, progress=False, limit=30)
+    assert ok and clean.overall == 1.0 and set(series) == {"clean", *DEGRADATIONS}
