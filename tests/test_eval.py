@@ -158,3 +158,21 @@ def test_report_files_and_cli(tmp_path, capsys):
 def test_selftest_reaches_the_bar_on_a_slice():
     series, clean, ok = run_selftest(size=128, progress=False, limit=30)
     assert ok and clean.overall == 1.0 and set(series) == {"clean", *DEGRADATIONS}
+
+
+def test_scene_nodes_render_and_evaluate():
+    from comfy_inprocess import import_comfy, import_pack
+    import_comfy()
+    nodes = import_pack("nodes.nodes_scenes")
+    image, masks, edges, depth, spec = nodes.F1SceneRender.execute(
+        "two outlined green hexagons and a red star", 128, 96, 7).result
+    assert image.shape == edges.shape == depth.shape == (1, 96, 128, 3) and masks.shape == (3, 96, 128)
+    output = nodes.F1Evaluate.execute(image, spec)
+    report, score = output.result
+    assert score == 1.0 and json.loads(report)["images"][0]["passed"]
+    wrong = nodes.F1Evaluate.execute(torch.cat([image, torch.flip(image, [2])]), "a red star on the right")
+    assert 0.0 <= wrong.result[1] <= 0.5 and "FAIL" in " ".join(wrong.ui["text"])
+    with pytest.raises(ValueError, match=r"F1SceneRender: input 'spec'.*teal"):
+        nodes.F1SceneRender.execute("a teal circle", 128, 128, 0)
+    with pytest.raises(ValueError, match=r"F1Evaluate: input 'image'"):
+        nodes.F1Evaluate.execute(image[..., :1], spec)
