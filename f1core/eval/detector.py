@@ -4,6 +4,7 @@ Pipeline: background from the border pixels; foreground where the Lab distance t
 components; shape by the best area-matched overlap with the detector's own shape prototypes; colour by the
 most saturated pixels' nearest palette entry in Lab; style from hollowness and the spatial structure of the
 colour variation inside. Everything is measured relative to the object, so soft diffusion outputs still read.
+Verified (python -m f1core.eval selftest) at 128 px and above; below ~100 px thin outlines of small objects fade.
 """
 from __future__ import annotations
 
@@ -229,7 +230,7 @@ def detect(image) -> Detection:
     foreground = np.linalg.norm(smooth - background_lab, axis=-1) > FOREGROUND_DELTA_E
     delta = np.linalg.norm(lab - background_lab, axis=-1)
     solid = delta > FOREGROUND_DELTA_E
-    labels, count = ndimage.label(foreground, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(foreground, structure=np.ones((3, 3)))
     min_area = max(12, MIN_AREA_FRACTION * height * width)
     objects = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
