@@ -2,6 +2,6 @@
 
 
 def all_nodes():
-    from . import nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive
-    modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive]
+    from . import nodes_adaptive, nodes_latent, nodes_loaders, nodes_sampling, nodes_scenes, nodes_text
+    modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive, nodes_scenes]
     return [node for module in modules for node in module.NODES]
