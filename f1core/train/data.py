@@ -15,9 +15,11 @@ from PIL import Image
 
 from ..data.captions import caption as canonical_caption, paraphrase
 from ..data.rng import derive_seed
+from ..data.longtail import HELD_OUT
 from ..data.scenes import render_scene
 from ..data.splits import generate_split
 
+HELD_OUT_COMBOS = list(HELD_OUT.values())
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -53,7 +55,9 @@ class SceneDataset:
     def image(self, index: int) -> torch.Tensor:
         cached = self._cache.get(index)
         if cached is None:
-            sample = render_scene(self._spec(index), self.resolution, seed=derive_seed("train-render", index))
+            # unset attributes are drawn at random; they must not draw a held-out combination into training
+            sample = render_scene(self._spec(index), self.resolution, seed=derive_seed("train-render", index),
+                                  avoid=HELD_OUT_COMBOS)
             cached = (sample.image * 255).round().to(torch.uint8).permute(2, 0, 1).contiguous()
             self._cache[index] = cached
         return _to_model_range(cached)
