@@ -1,0 +1,329 @@
+"""Sampler benchmark: f1core's error-controlled DPM-Solver++ (dpmpp_adaptive), output reuse and guidance
+order against ComfyUI core's samplers, side by side on the same denoisers in one run.
+
+    python benchmarks/sampler.py            # ~2-3 minutes on 2 CPU cores
+
+Denoisers:
+  mixture: an analytic Gaussian-mixture denoiser in a [4, 8, 8] latent space (exact posterior mean), with a
+           class-conditional model and the dynamic CFG of the shipped guider. Samplers are called directly,
+           core's from comfy.k_diffusion.sampling.
+  f1-tiny: the tiny random F.1 U-Net (f1core.make_tiny) as a ComfyUI MODEL, sampled through core's
+           comfy.samplers machinery (guider.sample + KSAMPLER), as SamplerCustomAdvanced does.
+
+Error of a run: the median over the batch of RMS(x - reference) / RMS(reference), reference = core
+dpmpp_2m with 100 Karras steps.
+Model calls (NFE) count guided evaluations, one per sampler step (cond + uncond batched together).
+The NFE a sampler needs for a target error is where its sweep stays below it (log-log interpolated). The last line is
+`nfe_ratio_vs_dpmpp_2m: X`: dpmpp_adaptive's NFE over core dpmpp_2m's at 1% error on the mixture, the
+denoiser closest to a trained one (an exact posterior mean); the random tiny U-Net's field is not.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from comfy_inprocess import import_comfy, import_pack  # noqa: E402
+from f1core import guidance, sampling  # noqa: E402
+from f1core.schedules import karras_sigmas  # noqa: E402
+
+REFERENCE_STEPS = 100
+TARGET_ERRORS = (0.03, 0.01, 0.003)
+HEADLINE_ERROR = 0.01
+FIDELITY = 0.5
+SEED = 0
+
+
+def rel_error(x, reference) -> float:
+    """Median over the batch of each sample's RMS(x - reference) / RMS(reference): a few samples that fall
+    into another mode near a decision boundary would otherwise dominate, and make every curve jumpy."""
+    dims = tuple(range(1, x.ndim))
+    per_sample = ((x - reference).pow(2).mean(dims) / reference.pow(2).mean(dims)).sqrt()
+    return per_sample.median().item()
+
+
+def nfe_at(points, target):
+    """NFE from which a sweep [(nfe, error)] stays at or below `target`, interpolated log-log between the
+    last point above it and the next; None if its last point is still above."""
+    points = sorted(points)
+    above = [i for i, (_, e) in enumerate(points) if e > target]
+    if not above:
+        return float(points[0][0])
+    i = above[-1]
+    if i == len(points) - 1:
+        return None
+    (n0, e0), (n1, e1) = points[i], points[i + 1]
+    w = (math.log(e0) - math.log(target)) / (math.log(e0) - math.log(e1))
+    return math.exp(math.log(n0) + w * (math.log(n1) - math.log(n0)))
+
+
+# ---------------------------------------------------------------- analytic Gaussian-mixture denoiser
+
+class GaussianMixture:
+    """K isotropic Gaussians N(mu_k, s_k^2 I) in 3 classes. The conditional model of class c is the mixture
+    with class c's weights boosted by COND_BOOST (an imperfect conditional model, as real ones are), so
+    guidance has accuracy to gain. denoise(x, sigma, cls) is the exact posterior mean E[x0 | x]."""
+    COND_BOOST = 3.0
+
+    def __init__(self, shape=(4, 8, 8), components=12, classes=3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.shape, dim = shape, math.prod(shape)
+        self.means = torch.randn(components, dim, generator=g, dtype=torch.float64) * 0.8
+        self.stds = 0.3 + 0.3 * torch.rand(components, generator=g, dtype=torch.float64)
+        self.log_weights = torch.log_softmax(torch.randn(components, generator=g, dtype=torch.float64) * 0.5, 0)
+        self.labels = torch.arange(components) % classes
+        self.classes = classes
+
+    def denoise(self, x, sigma, cls=None):
+        flat = x.double().reshape(x.shape[0], -1)
+        s = float(sigma.reshape(-1)[0])
+        var = self.stds ** 2 + s * s  # [K]
+        sq = torch.cdist(flat, self.means) ** 2  # [B, K]
+        logits = self.log_weights - 0.5 * flat.shape[1] * var.log() - 0.5 * sq / var
+        if cls is not None:
+            logits = logits + math.log(self.COND_BOOST) * (self.labels[None, :] == cls[:, None])
+        resp = torch.softmax(logits, dim=1)  # [B, K]
+        shrink = self.stds ** 2 / var  # posterior mean per component: mu + shrink * (x - mu)
+        out = (resp * shrink).sum(1, keepdim=True) * flat + resp @ ((1 - shrink)[:, None] * self.means)
+        return out.reshape(x.shape).to(x.dtype)
+
+    def guided(self, curve, sigma_min, sigma_max):
+        def model(x, sigma, cls=None):
+            cond, uncond = self.denoise(x, sigma, cls), self.denoise(x, sigma)
+            return guidance.dynamic_cfg(cond, uncond, sigma, curve, sigma_min, sigma_max)
+        return model
+
+    def components_of(self, x):
+        """Index of the component each sample belongs to (highest likelihood at sigma ~ 0)."""
+        flat = x.double().reshape(x.shape[0], -1)
+        var = self.stds ** 2
+        return (self.log_weights - 0.5 * flat.shape[1] * var.log()
+                - 0.5 * torch.cdist(flat, self.means) ** 2 / var).argmax(1)
+
+    def quality(self, x, cls):
+        """(class accuracy %, within-class mode coverage error TV, spread ratio): TV between the share of each
+        of the class's components among the correctly placed samples and the true conditional weights;
+        spread = mean ||x - mu_k||^2 / (dim s_k^2), 1 for samples with the right within-component spread."""
+        comp = self.components_of(x)
+        correct = self.labels[comp] == cls
+        tv = 0.0
+        for c in range(self.classes):
+            members = (self.labels == c).nonzero().reshape(-1)
+            true = torch.softmax(self.log_weights[members], 0)
+            got = torch.stack([((comp == k) & (cls == c)).sum() for k in members]).double()
+            tv += 0.5 * (got / got.sum().clamp_min(1) - true).abs().sum().item() / self.classes
+        flat = x.double().reshape(x.shape[0], -1)
+        spread = ((flat - self.means[comp]).pow(2).mean(1) / self.stds[comp] ** 2).mean().item()
+        return 100.0 * correct.double().mean().item(), tv, spread
+
+
+class Counted:
+    def __init__(self, model):
+        self.model, self.calls, self.seconds = model, 0, 0.0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        start = time.perf_counter()
+        out = self.model(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def mixture_benchmark(k):
+    """Returns the sweeps {name: [(nfe, error)]} and prints the reuse and guidance-order tables."""
+    gm = GaussianMixture()
+    sigma_min, sigma_max = 0.002, 80.0
+    batch = 256
+    g = torch.Generator().manual_seed(SEED)
+    noise = torch.randn(batch, *gm.shape, generator=g, dtype=torch.float64)
+    cls = torch.randint(0, gm.classes, (batch,), generator=g)
+    curve = guidance.fidelity_to_curve(FIDELITY, "structure_first")
+    model = gm.guided(curve, sigma_min, sigma_max)
+
+    def run(fn, steps=None, **options):
+        counted = Counted(model)
+        sigmas = karras_sigmas(steps or 2, sigma_min, sigma_max).double()
+        x = fn(counted, noise * sigmas[0], sigmas, extra_args={"cls": cls}, disable=True, **options)
+        return x, counted.calls
+
+    reference, _ = run(k.sample_dpmpp_2m, REFERENCE_STEPS)
+    sweeps = sweep_all(lambda fn, steps=None, **o: run(fn, steps, **o), k, reference, sigma_min, sigma_max)
+
+    # reuse: class accuracy and error at a fixed step count, with and without skipping model calls
+    print("\n[mixture] output reuse on dpmpp_2m, 24 steps")
+    print(f"{'threshold':>10} {'model calls':>12} {'reused':>7} {'accuracy %':>11} {'error':>8}")
+    for threshold in (0.0, 0.05, 0.1, 0.2, 0.4):
+        stats = {}
+        fn = sampling.with_reuse(sampling.sample_dpmpp_2m, threshold, stats) if threshold else sampling.sample_dpmpp_2m
+        x, calls = run(fn, 24)
+        acc, _, _ = gm.quality(x, cls)
+        print(f"{threshold:>10.2f} {calls:>12d} {stats.get('reused_calls', 0):>7d} {acc:>11.2f} "
+              f"{rel_error(x, reference):>8.4f}")
+
+    # guidance order: the same fidelity slider, strongest guidance at high noise or at low noise
+    print(f"\n[mixture] guidance order (fidelity curve, dpmpp_2m 24 steps, {batch} samples; "
+          "coverage TV and spread: lower TV better, spread nearer 1 better)")
+    print(f"{'fidelity':>8} {'order':>16} {'accuracy %':>11} {'coverage TV':>12} {'spread':>7}")
+    for fidelity in (0.25, 0.5, 0.75):
+        for order in guidance.ORDERS:
+            guided = gm.guided(guidance.fidelity_to_curve(fidelity, order), sigma_min, sigma_max)
+            sigmas = karras_sigmas(24, sigma_min, sigma_max).double()
+            x = sampling.sample_dpmpp_2m(guided, noise * sigmas[0], sigmas, extra_args={"cls": cls}, disable=True)
+            acc, tv, spread = gm.quality(x, cls)
+            print(f"{fidelity:>8.2f} {order:>16} {acc:>11.2f} {tv:>12.4f} {spread:>7.3f}")
+    return sweeps
+
+
+# ---------------------------------------------------------------- shared sweep
+
+def with_final_denoise(fn):
+    """core dpm_adaptive stops at sigma_min with noise left; one more call returns the clean prediction as
+    the other samplers do (counted)."""
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        positive = sigmas[sigmas > 0]
+        x = fn(model, x, float(positive[-1]), float(sigmas[0]), extra_args=extra_args, disable=disable, **options)
+        return model(x, positive[-1] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+    return sample
+
+
+def sweep_all(run, k, reference, sigma_min, sigma_max):
+    """{sampler: [(nfe, error)]} for core dpmpp_2m / euler / dpm_adaptive and f1core's samplers."""
+    sweeps = {name: [] for name in ("core dpmpp_2m", "core euler", "core dpm_adaptive", "f1 dpmpp_2m",
+                                    "f1 dpmpp_adaptive")}
+    for steps in (5, 7, 10, 14, 20, 28, 40, 56):
+        for name, fn in (("core dpmpp_2m", k.sample_dpmpp_2m), ("f1 dpmpp_2m", sampling.sample_dpmpp_2m)):
+            x, calls = run(fn, steps)
+            sweeps[name].append((calls, rel_error(x, reference)))
+    for steps in (10, 20, 40, 80):
+        x, calls = run(k.sample_euler, steps)
+        sweeps["core euler"].append((calls, rel_error(x, reference)))
+    for rtol in (0.1, 0.05, 0.02, 0.01):
+        x, calls = run(with_final_denoise(k.sample_dpm_adaptive), rtol=rtol, atol=rtol * 0.156)
+        sweeps["core dpm_adaptive"].append((calls, rel_error(x, reference)))
+    for factor in (4.0, 2.0, 1.0, 0.5, 0.25, 0.125):
+        tolerances = {"rtol": 0.05 * factor, "atol": 0.0078 * factor}
+        # the sampler takes its first step from the schedule: give it a coarse one
+        x, calls = run(sampling.sample_dpmpp_adaptive, 8, **tolerances)
+        sweeps["f1 dpmpp_adaptive"].append((calls, rel_error(x, reference)))
+    return sweeps
+
+
+def print_sweeps(title, sweeps):
+    print(f"\n[{title}] model calls to reach a relative error (vs the {REFERENCE_STEPS}-step core dpmpp_2m "
+          "reference); '-' = not reached in the sweep")
+    header = f"{'sampler':>24} " + " ".join(f"{f'err {e:g}':>10}" for e in TARGET_ERRORS)
+    print(header)
+    for name, points in sweeps.items():
+        cells = [nfe_at(points, e) for e in TARGET_ERRORS]
+        print(f"{name:>24} " + " ".join(f"{c:>10.1f}" if c else f"{'-':>10}" for c in cells))
+    print(f"{'':>24} (sweep points nfe:error) ")
+    for name, points in sweeps.items():
+        print(f"{name:>24} " + " ".join(f"{n}:{e:.4f}" for n, e in sorted(points)))
+
+
+def ratio(sweeps, error=HEADLINE_ERROR):
+    ours, core = nfe_at(sweeps["f1 dpmpp_adaptive"], error), nfe_at(sweeps["core dpmpp_2m"], error)
+    return None if ours is None or core is None else ours / core
+
+
+# ---------------------------------------------------------------- tiny F.1 through core's machinery
+
+def f1_benchmark(comfy, k):
+    import comfy.sample
+    import comfy.samplers
+
+    from f1core.checkpoint import load_checkpoint
+    from f1core.make_tiny import make_tiny
+    f1_model = import_pack("nodes.f1_model")
+    adaptive = import_pack("nodes.nodes_adaptive")
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tiny.safetensors"
+        make_tiny(path, seed=0)
+        ckpt = load_checkpoint(path)
+    patcher = f1_model.model_patcher_from_unet(ckpt.config, ckpt.unet.state_dict(), ckpt.latent_rgb)
+    counter = {"calls": 0, "model_seconds": 0.0}
+
+    def count_guided(args):  # every guider ends in core's cfg_function, which runs this once per evaluation
+        counter["calls"] += 1
+        return args["denoised"]
+
+    def time_model(apply_model, args):
+        start = time.perf_counter()
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        counter["model_seconds"] += time.perf_counter() - start
+        return out
+
+    patcher = patcher.clone()
+    patcher.set_model_sampler_post_cfg_function(count_guided)
+    patcher.set_model_unet_function_wrapper(time_model)
+    sigma_min, sigma_max = adaptive.sigma_range(patcher)
+
+    g = torch.Generator().manual_seed(SEED)
+    width = ckpt.config.unet.context_dim
+    positive = [[torch.randn(1, 12, width, generator=g), {"pooled_output": torch.randn(1, ckpt.config.unet.pooled_dim, generator=g)}]]
+    negative = [[torch.zeros(1, 4, width), {"pooled_output": torch.zeros(1, ckpt.config.unet.pooled_dim)}]]
+    latent = torch.zeros(4, ckpt.config.unet.in_channels, 16, 16)
+    noise = comfy.sample.prepare_noise(latent, SEED)
+    guider = adaptive.DynamicCFGGuider(patcher, guidance.fidelity_to_curve(FIDELITY, adaptive.DEFAULT_ORDER))
+    guider.set_conds(positive, negative)
+
+    def run_with(guider, sampler, sigmas):
+        counter.update(calls=0, model_seconds=0.0)
+        start = time.perf_counter()
+        x = guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=SEED)
+        return x, counter["calls"], time.perf_counter() - start, counter["model_seconds"]
+
+    def run(fn, steps=None, **options):
+        sigmas = karras_sigmas(steps or 2, sigma_min, sigma_max)
+        x, calls, _, _ = run_with(guider, comfy.samplers.KSAMPLER(fn, extra_options=options), sigmas)
+        return x, calls
+
+    reference, _ = run(k.sample_dpmpp_2m, REFERENCE_STEPS)
+    sweeps = sweep_all(run, k, reference, sigma_min, sigma_max)
+
+    # overhead: wall time outside the model over time inside it, core's path against ours
+    core_guider = comfy.samplers.CFGGuider(patcher)
+    core_guider.set_conds(positive, negative)
+    core_guider.set_cfg(4.0)
+    sigmas = karras_sigmas(20, sigma_min, sigma_max)
+    print("\n[f1-tiny] overhead per step, 20 steps, batch 4 at 16x16 latent (best of 3 runs): "
+          "wall time outside the U-Net over U-Net time")
+    print(f"{'path':>44} {'calls':>6} {'wall s':>8} {'unet s':>8} {'overhead %':>11}")
+    paths = (("core CFGGuider + core dpmpp_2m", core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
+             ("F1DynamicGuider + f1 dpmpp_2m", guider, adaptive.make_sampler("dpmpp_2m")),
+             ("F1DynamicGuider + f1 dpmpp_adaptive", guider, adaptive.make_sampler("dpmpp_adaptive")),
+             ("F1DynamicGuider + f1 dpmpp_2m + reuse 0.1", guider, adaptive.make_sampler("dpmpp_2m", 0.1)))
+    for name, path_guider, sampler in paths:
+        best = min((run_with(path_guider, sampler, sigmas)[1:] for _ in range(3)), key=lambda r: r[1] - r[2])
+        calls, wall, unet = best
+        print(f"{name:>44} {calls:>6d} {wall:>8.3f} {unet:>8.3f} {100 * (wall - unet) / unet:>11.1f}")
+    return sweeps
+
+
+def main():
+    started = time.time()
+    comfy = import_comfy()
+    import comfy.k_diffusion.sampling as k
+    torch.set_num_threads(2)
+    mixture = mixture_benchmark(k)
+    print_sweeps("mixture", mixture)
+    f1 = f1_benchmark(comfy, k)
+    print_sweeps("f1-tiny", f1)
+    for error in TARGET_ERRORS:
+        print(f"at {error:g} error, dpmpp_adaptive / core dpmpp_2m model calls: mixture "
+              f"{ratio(mixture, error) or float('nan'):.3f}, f1-tiny {ratio(f1, error) or float('nan'):.3f}")
+    print(f"({time.time() - started:.0f} s)")
+    print(f"nfe_ratio_vs_dpmpp_2m: {ratio(mixture) or float('nan'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
