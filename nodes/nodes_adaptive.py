@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 # the layout is settled there but the prediction is still cheap to reach in a few coarse steps.
 PROBE_PROGRESS = 0.5
 SDE_SAMPLERS = ("dpmpp_2m_sde", "dpmpp_3m_sde")
-DEFAULT_ORDER = "texture_first"  # measured in benchmarks/README.md, "## Sampler"
+DEFAULT_ORDER = "structure_first"  # measured in benchmarks/README.md, "## Sampler"
 CURVES = ("fidelity",) + guidance.CURVE_KINDS
 
 
@@ -259,6 +259,9 @@ class F1SamplerSelect(io.ComfyNode):
         if sampler_name in SDE_SAMPLERS:
             options = {"eta": eta, "s_noise": s_noise}
         elif sampler_name == "dpmpp_adaptive":
+            if reuse_threshold > 0:
+                raise ValueError("F1SamplerSelect: input 'reuse_threshold' must be 0 with dpmpp_adaptive: its error "
+                                 "control needs every real model output; set it to 0 or pick dpmpp_2m")
             if rtol <= 0 and atol <= 0:
                 raise ValueError("F1SamplerSelect: inputs 'rtol' and 'atol' are both 0; make at least one positive")
             options = {"rtol": rtol, "atol": atol}

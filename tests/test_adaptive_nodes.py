@@ -205,6 +205,8 @@ def test_bad_inputs_name_the_input(nodes, model):
         guider_node(nodes, patcher, conditioning(1), conditioning(2), curve="points", points="10-6")
     with pytest.raises(ValueError, match="'sigma_lo'"):
         guider_node(nodes, patcher, conditioning(1), conditioning(2), curve="interval", sigma_lo=5, sigma_hi=1)
+    with pytest.raises(ValueError, match="'reuse_threshold'"):
+        nodes.F1SamplerSelect.execute("dpmpp_adaptive", 0.2, 1.0, 1.0, 0.05, 0.0078)
     assert "sampler_name" in nodes.F1SamplerSelect.validate_inputs(sampler_name="dpm_fast")
     assert nodes.F1SamplerSelect.validate_inputs(sampler_name="dpmpp_adaptive") is True
     assert "curve" in nodes.F1DynamicGuider.validate_inputs(curve="sine")
