@@ -4,7 +4,6 @@ all of it for the common case. They plug into core's SamplerCustomAdvanced and w
 import logging
 import math
 
-import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -12,7 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..f1core import guidance, sampling, schedules
-from .nodes_sampling import ksampler
+from .nodes_sampling import checked_latent, ksampler, run_guided
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +159,6 @@ class DynamicCFGGuider(comfy.samplers.CFGGuider):
                 f"{self.strengths[1]:g}){prompts}")
 
 
-def checked_latent(node: str, model, latent: dict):
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    expected = model.get_model_object("latent_format").latent_channels
-    if samples.ndim == 4 and samples.shape[1] != expected:
-        raise ValueError(f"{node}: input 'latent_image' has {samples.shape[1]} channels but this model works on "
-                         f"{expected}; make the latent with this model's own VAE or empty-latent node")
-    return samples
-
-
 def probe_complexity(node: str, guider, latent: dict, seed: int, probe_steps: int):
     """Image complexity [B] of a quick preview: `probe_steps` DPM-Solver++(2M) steps from sigma_max down to
     the probe sigma, whose denoised prediction is the preview. Costs probe_steps guided model calls."""
@@ -198,19 +188,6 @@ def choose_sigmas(node: str, model, min_steps: int, max_steps: int, complexity, 
     summary = f"{decision.summary()}; image complexity {source}"
     logger.info("%s: %s", node, summary)
     return sigmas, summary
-
-
-def run_guided(node: str, guider, sampler, sigmas, latent: dict, seed: int) -> dict:
-    """SamplerCustomAdvanced's path: seeded noise, masks, previews, progress and interrupt as in core."""
-    model = guider.model_patcher
-    samples = checked_latent(node, model, latent)
-    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-    out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=latent.get("noise_mask"), callback=callback,
-                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    result = latent.copy()
-    result["samples"] = out.to(comfy.model_management.intermediate_device())
-    return result
 
 
 def _steps_inputs():

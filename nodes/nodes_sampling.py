@@ -1,3 +1,4 @@
+import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -19,23 +20,26 @@ def karras_sigmas_for(model, steps: int, denoise: float):
     return sigmas[-(steps + 1):]
 
 
-def run_sampler(node: str, model, sampler, sigmas, positive, negative, latent: dict, seed: int, cfg: float,
-                add_noise: bool = True) -> dict:
-    """Core's custom-sampling path: noise, masks, previews, progress and interrupt all behave as in KSampler."""
-    samples = latent["samples"]
+def checked_latent(node: str, model, latent: dict):
+    """The latent's samples, with core's fix for empty latents; a latent made for another model is an error."""
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     expected = model.get_model_object("latent_format").latent_channels
-    samples = comfy.sample.fix_empty_latent_channels(model, samples)
     if samples.ndim == 4 and samples.shape[1] != expected:
         raise ValueError(f"{node}: input 'latent_image' has {samples.shape[1]} channels but this model works on "
                          f"{expected}; make the latent with this model's own VAE or empty-latent node")
-    noise = (comfy.sample.prepare_noise(samples, seed, latent.get("batch_index")) if add_noise
-             else samples.new_zeros(samples.shape))
+    return samples
+
+
+def run_guided(node: str, guider, sampler, sigmas, latent: dict, seed: int) -> dict:
+    """SamplerCustomAdvanced's path: seeded noise, masks, previews, progress and interrupt as in core."""
+    model = guider.model_patcher
+    samples = checked_latent(node, model, latent)
+    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-    out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, samples,
-                                     noise_mask=latent.get("noise_mask"), callback=callback,
-                                     disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=latent.get("noise_mask"), callback=callback,
+                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     result = latent.copy()
-    result["samples"] = out
+    result["samples"] = out.to(comfy.model_management.intermediate_device())
     return result
 
 
@@ -64,9 +68,11 @@ class F1Sampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, denoise) -> io.NodeOutput:
         if denoise <= 0.0:
             return io.NodeOutput(latent_image)
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
         sigmas = karras_sigmas_for(model, steps, denoise)
-        return io.NodeOutput(run_sampler("F1Sampler", model, ksampler("dpmpp_2m"), sigmas, positive, negative,
-                                         latent_image, seed, cfg))
+        return io.NodeOutput(run_guided("F1Sampler", guider, ksampler("dpmpp_2m"), sigmas, latent_image, seed))
 
 
 NODES = [F1Sampler]

@@ -4,7 +4,6 @@ The patch semantics follow core's BasicTransformerBlock, so attention patches wr
 models (attn1/attn2 patches, output patches, and `patches_replace` keyed by (block, id, index)) also
 reach F.1's self- and text cross-attention.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
