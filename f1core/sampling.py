@@ -251,7 +251,7 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
         if callback is not None:
             callback({"x": x, "i": accepted, "sigma": sigma_next_t, "sigma_hat": sigma_next_t, "denoised": denoised})
         if bar is not None:
-            bar.update(round(h, 3))
+            bar.update(min(round(h, 3), bar.total - bar.n))  # rounding must not overshoot the total
         err = max(err, 1e-10)
         h *= min(5.0, max(0.2, safety * err ** (-0.7 / order) * err_prev ** (0.4 / order)))
         err_prev = err

@@ -315,7 +315,7 @@ class VAEStage(_Stage):
         if adversarial:
             generator = self.generator_term(recon)
             loss = loss + cfg.vae_adversarial_weight * generator
-            logs["generator_loss"] = float(generator)
+            logs["generator_loss"] = float(generator.detach())
         self.optimise(step, loss)
         if adversarial:
             logs["discriminator_loss"] = self.discriminator_step(images, recon)
@@ -382,7 +382,7 @@ class DiffusionStage(_Stage):
         if adversarial:
             generator = self.generator_term(out["denoised"])
             loss = loss + cfg.unet_adversarial_weight * generator
-            logs["generator_loss"] = float(generator)
+            logs["generator_loss"] = float(generator.detach())
         self.optimise(step, loss)
         if adversarial:
             logs["discriminator_loss"] = self.discriminator_step(x0, out["denoised"])
