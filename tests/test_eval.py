@@ -58,7 +58,10 @@ def test_scoring_rejects_images_that_do_not_match():
                                          ObjectSpec("square", "blue"))), detection)
     assert not flipped.passed and "right of" in flipped.failures[0]
     swapped = score_detection(SceneSpec((ObjectSpec("circle", "blue"), ObjectSpec("square", "red"))), detection)
-    assert not swapped.passed and len(swapped.failures) == 2
+    assert not swapped.passed and len(swapped.failures) == 3
+    assert "2 object(s) the prompt does not ask for: red circle, blue square" in swapped.failures[2]
+    lonely = score_detection(SceneSpec((ObjectSpec("circle", "red"),)), detection)
+    assert not lonely.passed and "does not ask for: blue square" in lonely.failures[0]
     counted = score_detection(SceneSpec((ObjectSpec("circle", count=2),)), detection)
     assert not counted.passed and "found 1" in counted.failures[0]
     styled = score_detection(SceneSpec((ObjectSpec("circle", "red", "striped"),)), detection)
@@ -176,3 +179,27 @@ def test_scene_nodes_render_and_evaluate():
         nodes.F1SceneRender.execute("a teal circle", 128, 128, 0)
     with pytest.raises(ValueError, match=r"F1Evaluate: input 'image'"):
         nodes.F1Evaluate.execute(image[..., :1], spec)
+
+
+def _blobs(g, n=18, size=128):
+    """Grey ground with many small saturated blobs: what an untrained F.1 paints."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    image = torch.full((3, size, size), 0.55)
+    for _ in range(n):
+        cy, cx = torch.rand(2, generator=g) * size
+        radius = 3 + torch.rand(1, generator=g) * 9
+        colour = torch.rand(3, generator=g)
+        weight = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius ** 2))
+        image = image * (1 - weight) + (colour / colour.max())[:, None, None] * weight
+    return (image + 0.05 * torch.randn(3, size, size, generator=g)).clamp(0, 1)
+
+
+def test_blob_images_do_not_pass_the_judge():
+    """Among many blobs one may read as "a star"; an image must hold what the prompt asks for and nothing else."""
+    from f1core.data.splits import load_split
+    from f1core.eval.scoring import score_detection
+
+    g = torch.Generator().manual_seed(0)
+    specs = load_split("test")[::7]
+    passed = [spec for spec in specs if score_detection(spec, detect(_blobs(g))).passed]
+    assert not passed, f"{len(passed)} of {len(specs)} blob images passed"

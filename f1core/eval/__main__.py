@@ -1,4 +1,4 @@
-"""python -m f1core.eval {selftest, score, export, fid} — see --help of each."""
+"""python -m f1core.eval {selftest, score, model, export, fid} — see --help of each."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from ..data.captions import caption
 from ..data.scenes import render_scene
 from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
-from .evaluate import IMAGE_SUFFIXES, evaluate_folder
+from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
 from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
 from .report import write_report
 from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
@@ -40,6 +40,38 @@ def _score(args) -> int:
     paths = write_report(report, out, title=f"Compositional evaluation of {args.folder}")
     for category, value in report.by_category().items():
         print(f"{category:20s} {value:.3f}")
+    print(f"report: {paths['markdown']}")
+    print(f"overall: {report.overall:.4f}")
+    return 0
+
+
+def _model(args) -> int:
+    """Render a split's captions through an F.1 checkpoint at default sampler settings, and score them."""
+    from ..pipeline import F1Pipeline, upscale_for_detector
+    from .metrics import psnr, ssim
+
+    pipe = F1Pipeline.from_file(args.checkpoint)
+    specs = load_split(args.split)[:args.limit]
+
+    seeds = iter(range(args.seed, args.seed + len(specs)))  # one seed per scene, in split order
+
+    def render(spec):
+        image = pipe([caption(spec)], steps=args.steps, cfg=args.cfg, seed=next(seeds))
+        return upscale_for_detector(image)[0]
+
+    report = evaluate_renderer(render, specs, progress=not args.no_progress)
+    # the VAE alone, on the same split's ground-truth renders at the model's resolution
+    size = pipe.config.resolution
+    truth = torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
+    with torch.no_grad():
+        recon = torch.cat([(pipe.vae.decode(pipe.vae.encode(b * 2 - 1)) + 1) / 2 for b in truth.split(32)]).clamp(0, 1)
+    out = args.out or Path("output") / f"eval-{Path(args.checkpoint).stem}-{args.split}"
+    paths = write_report(report, out, title=f"{Path(args.checkpoint).name} on the {args.split} split "
+                                             f"({args.steps} steps, cfg {args.cfg})")
+    for category, value in report.by_category().items():
+        print(f"{category:20s} {value:.3f}")
+    print(f"vae psnr (dB)        {float(psnr(recon, truth)):.2f}")
+    print(f"vae ssim             {float(ssim(recon, truth)):.4f}")
     print(f"report: {paths['markdown']}")
     print(f"overall: {report.overall:.4f}")
     return 0
@@ -94,6 +126,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="report folder (default: the image folder)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_score)
+    p = sub.add_parser("model", help="render a split through an F.1 checkpoint and score it (and its VAE)")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", choices=list(SPLIT_SIZES), default="test")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="report folder (default: output/eval-<checkpoint>-<split>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_model)
     p = sub.add_parser("export", help="render a fixed split as images with sidecar specs")
     p.add_argument("--split", choices=list(SPLIT_SIZES), default="test")
     p.add_argument("--out", required=True)

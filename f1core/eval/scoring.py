@@ -1,5 +1,6 @@
 """Does a detection satisfy a spec? Each object group must be found exactly `count` times (by shape and, when
-stated, colour) and every stated attribute, position and relation must hold."""
+stated, colour), every stated attribute, position and relation must hold, and nothing else may be in the
+picture: an image full of blobs must not pass "a star" because one blob happens to read as a star."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def score_detection(spec, detection: Detection) -> SpecScore:
         if len(subject) == 1 and len(anchor) == 1 and not relation_holds(obj.relation.kind, subject[0], anchor[0]):
             failures.append(f"{_describe(obj)} is not {obj.relation.kind} "
                             f"{_describe(spec.objects[obj.relation.anchor])}")
+    asked_for = {id(m) for members in groups for m in members}
+    extra = [d for d in detection.objects if id(d) not in asked_for]
+    if extra:
+        failures.append(f"{len(extra)} object(s) the prompt does not ask for: "
+                        + ", ".join(_describe(d) for d in extra[:3]) + (" ..." if len(extra) > 3 else ""))
     if spec.background and detection.background != spec.background:
         failures.append(f"background {spec.background} wanted, saw {detection.background}")
     return SpecScore(spec.category, spec.rare, not failures, tuple(failures))
