@@ -160,3 +160,38 @@ def test_training_images_hold_no_held_out_combination():
         seen |= {(o.colour, o.shape) for o in detect(image).objects}
     assert len(seen) > 10  # the check reads real variety
     assert not seen & held_out
+
+
+def test_cli_stage_stopped_by_sigterm_saves_and_exits_nonzero(tmp_path):
+    """A stage stopped early must not look finished, or scripts/train_default.sh would start the next stage."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from PIL import Image
+
+    from f1core.train.__main__ import STOPPED_EARLY
+
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = ToyDataset()
+    for i in range(len(data)):
+        pixels = ((data.image(i) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(data.caption(i))
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "f1core.train"]
+    subprocess.run(cli + ["init", str(run), "--preset", "tiny", "--vocab-size", "600", "--data", str(folder)],
+                   cwd=root, check=True, capture_output=True)
+    proc = subprocess.Popen(cli + ["vae", str(run), "--data", str(folder), "--steps", "100000", "--batch-size", "2",
+                                   "--threads", "1", "--no-progress", "--set", "log_every=1"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == STOPPED_EARLY, proc.stderr.read().decode()[-2000:]
+    assert load_state(run, "vae")["step"] >= 1

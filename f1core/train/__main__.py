@@ -91,6 +91,14 @@ def main(argv=None):
                    progress=not args.no_progress)
     if dist_utils.rank() == 0:
         print(f"{args.command}: step {result['step']}; last losses {result['losses']}")
+    if result["step"] < config.steps:
+        # stopped early (Ctrl-C / SIGTERM): a script chaining the stages must not go on to the next one
+        print(f"{args.command}: stopped at step {result['step']} of {config.steps}; run again to continue",
+              file=sys.stderr)
+        return STOPPED_EARLY
+
+
+STOPPED_EARLY = 3
 
 
 if __name__ == "__main__":
