@@ -70,6 +70,7 @@ class F1Evaluate(io.ComfyNode):
             node_id="F1Evaluate",
             display_name="F.1 Evaluate",
             category="F1/scenes",
+            is_output_node=True,  # it shows its scores in the UI even when nothing consumes them
             description="Scores each image of the batch against a caption or spec JSON with F.1's compositional "
                         "detector (objects, colours, counts, positions, styles). score = share of images that pass.",
             inputs=[

@@ -28,11 +28,12 @@ def _is_widget(kind) -> bool:
 
 
 def _widget_values(name_kind_opts, values: dict) -> list:
+    """A widget fed by a link keeps a placeholder (its default) in the UI's widgets_values."""
     out = []
     for name, kind, opts in name_kind_opts:
         if not _is_widget(kind):
             continue
-        out.append(values[name])
+        out.append(values[name] if name in values else opts.get("default", ""))
         if opts.get("control_after_generate"):
             out.append("fixed")
     return out
@@ -50,9 +51,11 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 inputs[slot["name"]] = [str(src), src_slot]
         values = iter(node.get("widgets_values", []))
         for name, kind, opts in _inputs(info):
-            if not _is_widget(kind) or name in inputs:
+            if not _is_widget(kind):
                 continue
-            inputs[name] = next(values)
+            value = next(values)  # a linked widget still holds a placeholder here
+            if name not in inputs:
+                inputs[name] = value
             if opts.get("control_after_generate"):
                 next(values)
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
@@ -88,7 +91,10 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         for name, kind, _ in spec:
             if name in node["inputs"] and isinstance(node["inputs"][name], list):
                 link = next(l for l in links if l[3] == int(node_id) and l[4] == name)
-                linked.append({"name": name, "type": kind if isinstance(kind, str) else "COMBO", "link": link[0]})
+                slot = {"name": name, "type": kind if isinstance(kind, str) else "COMBO", "link": link[0]}
+                if _is_widget(kind):
+                    slot["widget"] = {"name": name}
+                linked.append(slot)
         widgets = _widget_values(spec, {k: v for k, v in node["inputs"].items() if not isinstance(v, list)})
         col = node_depth(node_id)
         height = 46 + 26 * (len(linked) + len(widgets) + max(1, len(info["output"])))

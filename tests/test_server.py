@@ -154,3 +154,10 @@ def test_progress_and_latent_previews_reach_the_websocket(server):
     progress, previews = asyncio.run(asyncio.wait_for(run(), 300))
     assert progress[-1] == 6 and len(progress) >= 6
     assert previews >= 6  # a Latent2RGB preview per step, from the checkpoint's fitted colour factors
+
+
+def test_scene_render_scores_itself_through_the_server(server):
+    entry = server.run(_graph("f1_scene_eval_api.json"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    shown = entry["outputs"]["2"]["text"]
+    assert shown[0] == "score 1.000" and "PASS" in shown[1]
