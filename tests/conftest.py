@@ -1,7 +1,15 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
+# Test tensors are tiny: intra-op threads only add contention, and with the ComfyUI server (a child process,
+# which inherits this) running beside pytest on a 2-core machine, small ops slowed 25x. One thread each.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -285,7 +285,7 @@ class _Stage:
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.disc_optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class VAEStage(_Stage):
