@@ -386,9 +386,9 @@ class DiffusionStage(_Stage):
         self.optimise(step, loss)
         if adversarial:
             logs["discriminator_loss"] = self.discriminator_step(x0, out["denoised"])
-        return {"loss": float(loss.detach()), "diffusion_loss": float(out["diffusion"]),
-                "contrastive_loss": float(out["contrastive"]) / dist_utils.world_size(),
-                "token_loss": float(out["token"]), **logs}
+        return {"loss": float(loss.detach()), "diffusion_loss": float(out["diffusion"].detach()),
+                "contrastive_loss": float(out["contrastive"].detach()) / dist_utils.world_size(),
+                "token_loss": float(out["token"].detach()), **logs}
 
 
 def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool = True,
