@@ -65,6 +65,11 @@ def gather_with_local_grad(local: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def barrier():
+    if is_distributed():
+        dist.barrier()
+
+
 def any_rank(flag: bool, device) -> bool:
     """True on every rank when any rank raised the flag (stop requests, time-based checkpoints)."""
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)

@@ -243,13 +243,15 @@ class _Stage:
         self.discriminator_ddp = _wrap(self.discriminator, self.device)
 
     def save(self, step: int):
-        if dist_utils.rank() != 0:
-            return
-        _save_state(_state_path(self.run_dir, self.name), {
-            "step": step, "trainee": self.trainee.state_dict(), "discriminator": self.discriminator.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
-            "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
-            "train_config": json.dumps(dataclasses.asdict(self.config)), **self.extra})
+        """Rank 0 writes; every rank waits for it, so no rank reads a state file (e.g. the next stage's start)
+        before it is complete."""
+        if dist_utils.rank() == 0:
+            _save_state(_state_path(self.run_dir, self.name), {
+                "step": step, "trainee": self.trainee.state_dict(), "discriminator": self.discriminator.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
+                "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
+                "train_config": json.dumps(dataclasses.asdict(self.config)), **self.extra})
+        dist_utils.barrier()
 
     def local_indices(self, step: int) -> torch.Tensor:
         return dist_utils.local_slice(global_indices(self.weights, self.config.batch_size, self.config.seed, step))
