@@ -11,7 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..f1core import guidance, sampling, schedules
-from .nodes_sampling import checked_latent, ksampler, run_guided
+from .nodes_sampling import checked_latent, ksampler, run_guided, sampling_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -366,11 +366,7 @@ class F1AdaptiveKSampler(io.ComfyNode):
                         "sets the number and placement of DPM-Solver++(2M) steps; the fidelity slider sets a "
                         "guidance curve over the noise level. Works on any MODEL.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
-                io.Latent.Input("latent_image"),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                *sampling_inputs(),
                 io.Float.Input("fidelity", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="0 = loose and varied, 1 = follows the prompt closely."),
                 *_steps_inputs(),

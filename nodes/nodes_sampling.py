@@ -43,6 +43,17 @@ def run_guided(node: str, guider, sampler, sigmas, latent: dict, seed: int) -> d
     return result
 
 
+def sampling_inputs() -> list:
+    """The inputs every one-node sampler takes, as in core's KSampler."""
+    return [
+        io.Model.Input("model"),
+        io.Conditioning.Input("positive"),
+        io.Conditioning.Input("negative"),
+        io.Latent.Input("latent_image"),
+        io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+    ]
+
+
 class F1Sampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -52,11 +63,7 @@ class F1Sampler(io.ComfyNode):
             category="F1/sampling",
             description="Samples with f1core's DPM-Solver++(2M) over Karras noise levels. Works on any MODEL.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
-                io.Latent.Input("latent_image"),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                *sampling_inputs(),
                 io.Int.Input("steps", default=20, min=1, max=1000),
                 io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
