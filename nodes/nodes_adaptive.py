@@ -263,7 +263,7 @@ class F1AdaptiveSigmas(io.ComfyNode):
                                tooltip="Image complexity to use when no guider + latent_image are connected."),
                 io.String.Input("prompt", default="", multiline=True,
                                 tooltip="Optional prompt text; its complexity is blended in with weight 0.25."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff,
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Noise seed of the probe; use the sampler's seed."),
                 io.Guider.Input("guider", optional=True),
                 io.Latent.Input("latent_image", optional=True),

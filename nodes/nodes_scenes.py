@@ -40,7 +40,7 @@ class F1SceneRender(io.ComfyNode):
                 io.String.Input("spec", multiline=True, default="a striped red circle to the left of a blue square"),
                 io.Int.Input("width", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8),
                 io.Int.Input("height", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),

@@ -116,7 +116,8 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         target = next(n for n in nodes if n["id"] == link[3])
         link[4] = next(i for i, slot in enumerate(target["inputs"]) if slot["link"] == link[0])
     width = max(n["pos"][0] + n["size"][0] for n in nodes) + 60
-    view = {"scale": round(min(1.0, 1400 / width), 2), "offset": [90, 130]}  # whole graph in view, below the menu bar
+    # fit the graph's width, but not below the zoom at which the frontend stops drawing text
+    view = {"scale": round(max(0.65, min(1.0, 1400 / width)), 2), "offset": [90, 130]}
     return {"last_node_id": max(int(i) for i in ids), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": view}, "version": 0.4}
 
