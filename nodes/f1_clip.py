@@ -10,7 +10,7 @@ class F1Tokenizer:
     """The F.1 encoder tokenizes internally (both towers, chunked windows); tokens carry the prompt text."""
 
     def __init__(self, embedding_directory=None, tokenizer_data={}):
-        pass
+        pass  # textual-inversion embeddings are not supported by the F.1 encoder
 
     def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
         return {"f1": text}
@@ -31,10 +31,11 @@ class F1TextModel(torch.nn.Module):
         self.dtypes = {dtype}
 
     def reset_clip_options(self):
-        pass
+        pass  # F.1 keeps no per-call options
 
     def set_clip_options(self, options):
-        pass
+        """Core sends CLIP-layer choices (CLIPSetLastLayer); F.1 always uses the layers its adapter was trained
+        on, so they do not apply."""
 
     def encode_token_weights(self, tokens):
         encoding = self.encoder.encode([tokens["f1"]])
