@@ -59,6 +59,11 @@ class RobertaConfig:
     type_vocab_size: int = 1
     layer_norm_eps: float = 1e-5
 
+    @property
+    def max_length(self) -> int:
+        """Longest input: positions start after the padding index."""
+        return self.max_positions - self.pad_token_id - 1
+
 
 @dataclass(frozen=True)
 class AdapterConfig:
@@ -67,11 +72,25 @@ class AdapterConfig:
     role_tokens: int = 4        # learned queries per role (style, entity, relation) appended to the context
 
 
+TEXT_FUSIONS = ("adapter", "clip")
+
+
 @dataclass(frozen=True)
 class TextConfig:
     clip: CLIPTextConfig = field(default_factory=CLIPTextConfig)
     roberta: RobertaConfig = field(default_factory=RobertaConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    # "adapter": CLIP and RoBERTa fused by the adapter (F.1). "clip": the CLIP tower's hidden states alone, as
+    # Stable Diffusion conditions; RoBERTa and the adapter are not built (the SD-style baseline).
+    fusion: str = "adapter"
+
+    def __post_init__(self):
+        if self.fusion not in TEXT_FUSIONS:
+            raise ValueError(f"TextConfig.fusion: expected one of {TEXT_FUSIONS}, got {self.fusion!r}")
+        if self.fusion == "clip" and (self.clip.hidden_size, self.clip.projection_dim) != (
+                self.adapter.context_dim, self.adapter.pooled_dim):
+            raise ValueError("TextConfig: with fusion='clip' the CLIP widths (hidden_size, projection_dim) must equal "
+                             "the U-Net's (adapter.context_dim, adapter.pooled_dim)")
 
 
 @dataclass(frozen=True)
@@ -178,4 +197,14 @@ def scenes(vocab_size: int = 1024) -> F1Config:
     return F1Config(name="f1-tiny-scenes", resolution=64, vae=vae, unet=unet, text=text)
 
 
-PRESETS = {"tiny": tiny, "full": full, "scenes": scenes}
+def scenes_baseline(vocab_size: int = 1024) -> F1Config:
+    """The SD-style baseline for `scenes`: same VAE, data and U-Net widths, but no cross-scale attention and one
+    CLIP text tower without RoBERTa or the fusion adapter."""
+    config = scenes(vocab_size)
+    return dataclasses.replace(
+        config, name="f1-tiny-scenes-sd-baseline",
+        unet=dataclasses.replace(config.unet, cross_scale_levels=()),
+        text=dataclasses.replace(config.text, fusion="clip"))
+
+
+PRESETS = {"tiny": tiny, "full": full, "scenes": scenes, "scenes_baseline": scenes_baseline}

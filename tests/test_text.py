@@ -386,3 +386,23 @@ def test_encoder_rejects_mismatched_tokenizers_and_prompts(encoder):
         encoder.encode("a cat")
     with pytest.raises(ValueError, match="str"):
         encoder.encode(["a cat", None])
+
+
+def test_clip_only_fusion_is_the_clip_towers_penultimate_state(encoder):
+    """The SD-style baseline's text side: no RoBERTa, no adapter; the context is CLIP's penultimate hidden state."""
+    config = dataclasses.replace(encoder.config, fusion="clip")  # tiny's CLIP widths already equal the U-Net's
+    clip_only = F1TextEncoder(config, encoder.clip_tokenizer, encoder.roberta_tokenizer).eval()
+    assert clip_only.roberta is None and clip_only.adapter is None
+    assert all(name.startswith("clip.") for name in clip_only.state_dict())
+    clip_only.clip.load_state_dict(encoder.clip.state_dict())
+    prompts = ["a red cube on the left of a blue sphere", ""]
+    with torch.no_grad():
+        out = clip_only.encode(prompts)
+        tower = encoder.clip(clip_only.tokenize(prompts).clip_ids[:, 0])
+    torch.testing.assert_close(out.context, tower.penultimate_hidden)
+    torch.testing.assert_close(out.pooled, tower.projected_pooled)
+    assert out.mask.all() and out.weights.tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    with pytest.raises(ValueError, match="fusion"):
+        dataclasses.replace(encoder.config, fusion="t5")
+    with pytest.raises(ValueError, match="CLIP widths"):
+        dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, context_dim=32))

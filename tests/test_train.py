@@ -195,3 +195,25 @@ def test_cli_stage_stopped_by_sigterm_saves_and_exits_nonzero(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == STOPPED_EARLY, proc.stderr.read().decode()[-2000:]
     assert load_state(run, "vae")["step"] >= 1
+
+
+def test_sd_style_baseline_trains_on_the_same_vae_and_exports(vae_run, tmp_path):
+    """The baseline variant (no cross-scale attention, CLIP alone) trains from the F.1 run's VAE and round-trips."""
+    import dataclasses
+    import shutil
+    config = _small_tiny()
+    config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, cross_scale_levels=()),
+                                 text=dataclasses.replace(config.text, fusion="clip"))
+    data = ToyDataset()
+    run = tmp_path / "baseline"
+    create_run(run, config, [data.caption(i, v) for i in range(len(data)) for v in range(2)])
+    shutil.copy(vae_run / "vae.pt", run / "vae.pt")
+    result = train(run, data, _diffusion_config(3), progress=False)
+    assert result["step"] == 3 and result["losses"]["token_loss"] > 0
+    loaded = load_checkpoint(export(run, tmp_path / "baseline.safetensors"))
+    assert loaded.config.text.fusion == "clip" and loaded.config.unet.cross_scale_levels == ()
+    names = [*loaded.unet.state_dict(), *loaded.text.state_dict()]
+    assert not [n for n in names if "cross_scale" in n or n.startswith(("memory.", "roberta.", "adapter."))]
+    vae = {k[len("vae."):]: v for k, v in load_state(vae_run, "vae")["ema"].items()}
+    for key, value in loaded.vae.named_parameters():  # buffers hold latent stats, refit by the diffusion stage
+        torch.testing.assert_close(value, vae[key], msg=key)

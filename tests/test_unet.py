@@ -73,8 +73,9 @@ def test_cross_scale_attention_reads_other_levels():
     grid = unet.config.cross_scale_grid
     levels = len(unet.config.channel_mult)
     assert seen["keys"][1] == levels * grid * grid  # one pooled grid from every resolution level
-    without = make_unet(cross_scale_levels=())
-    assert not any("cross_scale" in n for n, _ in without.named_parameters() if "middle" not in n)
+    without = make_unet(cross_scale_levels=())  # the SD-style baseline: no scale memory anywhere, middle included
+    assert not any("cross_scale" in n or n.startswith("memory.") for n, _ in without.named_parameters())
+    assert without(x, t, context=ctx, y=y).shape == x.shape
 
 
 def test_apply_control_adds_residuals_at_every_level():

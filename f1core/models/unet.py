@@ -125,7 +125,9 @@ class F1UNet(nn.Module):
         self.time_embed = nn.Sequential(ops.Linear(ch, emb_dim, device=device, dtype=dtype), nn.SiLU(),
                                         ops.Linear(emb_dim, emb_dim, device=device, dtype=dtype))
         self.pooled_embed = ops.Linear(config.pooled_dim, emb_dim, device=device, dtype=dtype)
-        self.memory = ScaleMemory(level_channels, memory_dim, config.cross_scale_grid, **kw)
+        # no cross-scale levels (an SD-style U-Net): no scale memory, and the middle block attends to text only
+        cross_scale = bool(config.cross_scale_levels)
+        self.memory = ScaleMemory(level_channels, memory_dim, config.cross_scale_grid, **kw) if cross_scale else None
 
         def block(cin, cout, level, cross_scale=None):
             cs = level in config.cross_scale_levels if cross_scale is None else cross_scale
@@ -150,7 +152,7 @@ class F1UNet(nn.Module):
                 self._input_levels.append(level)
                 skip_channels.append(cur)
 
-        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, True, memory_dim, **kw)
+        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, cross_scale, memory_dim, **kw)
 
         self.output_blocks = nn.ModuleList()
         self._output_upsample = nn.ModuleDict()
@@ -186,7 +188,8 @@ class F1UNet(nn.Module):
         for index, (module, level) in enumerate(zip(self.input_blocks, self._input_levels)):
             transformer_options["block"] = ("input", index + 1)
             if isinstance(module, Downsample):
-                memory_tokens.append(self.memory.tokens(level, h))
+                if self.memory is not None:
+                    memory_tokens.append(self.memory.tokens(level, h))
                 h = module(h)
             else:
                 memory = torch.cat(memory_tokens, dim=1) if memory_tokens else None
@@ -195,8 +198,10 @@ class F1UNet(nn.Module):
             for patch in patches.get("input_block_patch", []):
                 h = patch(h, transformer_options)
             skips.append(h)
-        memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
-        memory = torch.cat(memory_tokens, dim=1)
+        memory = None
+        if self.memory is not None:
+            memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
+            memory = torch.cat(memory_tokens, dim=1)
 
         transformer_options["block"] = ("middle", 0)
         h = self.middle_block(h, emb, context, memory, transformer_options, context_mask)

@@ -83,7 +83,8 @@ def _mean_over_windows(pooled: torch.Tensor, windows: torch.Tensor) -> torch.Ten
 
 
 class F1TextEncoder(nn.Module):
-    """Submodules `clip`, `roberta`, `adapter` (state-dict prefixes clip., roberta., adapter.)."""
+    """Submodules `clip`, `roberta`, `adapter` (state-dict prefixes clip., roberta., adapter.); with
+    `config.fusion == "clip"` only `clip` (RoBERTa is still tokenized, so batches keep one layout, but not encoded)."""
 
     def __init__(self, config: TextConfig, clip_tokenizer: CLIPTokenizer, roberta_tokenizer: RobertaTokenizer,
                  operations=None, device=None, dtype=None):
@@ -94,8 +95,10 @@ class F1TextEncoder(nn.Module):
         self.clip_tokenizer = clip_tokenizer
         self.roberta_tokenizer = roberta_tokenizer
         self.clip = CLIPTextTower(config.clip, operations, device, dtype)
-        self.roberta = RobertaEncoder(config.roberta, operations, device, dtype)
-        self.adapter = FusionAdapter(config, operations, device, dtype)
+        self.roberta = self.adapter = None
+        if config.fusion == "adapter":
+            self.roberta = RobertaEncoder(config.roberta, operations, device, dtype)
+            self.adapter = FusionAdapter(config, operations, device, dtype)
 
     @property
     def clip_window(self) -> int:
@@ -103,7 +106,7 @@ class F1TextEncoder(nn.Module):
 
     @property
     def roberta_window(self) -> int:
-        return min(self.roberta.max_length, ROBERTA_WINDOW_CAP)
+        return min(self.config.roberta.max_length, ROBERTA_WINDOW_CAP)
 
     def tokenize(self, prompts: list[str]) -> TokenBatch:
         return tokenize_prompts(prompts, self.clip_tokenizer, self.roberta_tokenizer,
@@ -117,15 +120,18 @@ class F1TextEncoder(nn.Module):
         batch, clip_count, clip_length = tokens.clip_ids.shape
         _, roberta_count, roberta_length = tokens.roberta_ids.shape
         clip_out = self.clip(tokens.clip_ids.reshape(batch * clip_count, clip_length))
-        roberta_out = self.roberta(tokens.roberta_ids.reshape(batch * roberta_count, roberta_length),
-                                   tokens.roberta_attention.reshape(batch * roberta_count, roberta_length))
         # The penultimate CLIP layer (as SD2/SDXL use) keeps more token detail than the final, contrastive one.
         clip_hidden = clip_out.penultimate_hidden.reshape(batch, clip_count * clip_length, -1)
         clip_mask = tokens.clip_windows[..., None].expand(-1, -1, clip_length).reshape(batch, -1)
+        clip_pooled = _mean_over_windows(clip_out.projected_pooled, tokens.clip_windows)
+        if self.adapter is None:
+            weights = clip_pooled.new_tensor([1.0, 0.0]).expand(batch, 2)
+            return TextEncoding(clip_hidden, clip_mask, clip_pooled, weights)
+        roberta_out = self.roberta(tokens.roberta_ids.reshape(batch * roberta_count, roberta_length),
+                                   tokens.roberta_attention.reshape(batch * roberta_count, roberta_length))
         roberta_hidden = roberta_out.last_hidden.reshape(batch, roberta_count * roberta_length, -1)
         roberta_mask = (tokens.roberta_attention & tokens.roberta_windows[..., None]).reshape(batch, -1)
-        fused = self.adapter(clip_hidden, clip_mask, _mean_over_windows(clip_out.projected_pooled, tokens.clip_windows),
-                             roberta_hidden, roberta_mask,
+        fused = self.adapter(clip_hidden, clip_mask, clip_pooled, roberta_hidden, roberta_mask,
                              _mean_over_windows(roberta_out.pooled, tokens.roberta_windows))
         return TextEncoding(fused.context, fused.mask, fused.pooled, fused.weights)
 

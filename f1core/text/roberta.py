@@ -115,8 +115,7 @@ class RobertaEncoder(nn.Module):
 
     @property
     def max_length(self) -> int:
-        """Longest input: positions start after the padding index."""
-        return self.config.max_positions - self.config.pad_token_id - 1
+        return self.config.max_length
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> RobertaOutput:
         config = self.config

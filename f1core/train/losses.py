@@ -97,17 +97,20 @@ class TokenReconstructionHead(nn.Module):
     """Reads each tower's token ids back from the fused context (one linear layer per tower), so the adapter's
     context keeps the caption's words instead of collapsing to what the diffusion loss needs first."""
 
-    def __init__(self, context_dim: int, clip_vocab: int, roberta_vocab: int):
+    def __init__(self, context_dim: int, clip_vocab: int, roberta_vocab: int | None):
+        """roberta_vocab None: the context holds CLIP tokens only (the SD-style baseline)."""
         super().__init__()
         self.clip = nn.Linear(context_dim, clip_vocab)
-        self.roberta = nn.Linear(context_dim, roberta_vocab)
+        self.roberta = nn.Linear(context_dim, roberta_vocab) if roberta_vocab is not None else None
 
     def forward(self, context, clip_ids, clip_valid, roberta_ids, roberta_valid):
         """Returns (sum of token cross-entropies, number of tokens) for this rank."""
-        clip_len, roberta_len = clip_ids.shape[1], roberta_ids.shape[1]
-        clip_ctx, roberta_ctx = context[:, :clip_len], context[:, clip_len:clip_len + roberta_len]
-        ce_clip = F.cross_entropy(self.clip(clip_ctx).flatten(0, 1), clip_ids.flatten(), reduction="none")
-        ce_roberta = F.cross_entropy(self.roberta(roberta_ctx).flatten(0, 1), roberta_ids.flatten(),
-                                     reduction="none")
-        total = (ce_clip * clip_valid.flatten()).sum() + (ce_roberta * roberta_valid.flatten()).sum()
-        return total, clip_valid.sum() + roberta_valid.sum()
+        clip_len = clip_ids.shape[1]
+        ce_clip = F.cross_entropy(self.clip(context[:, :clip_len]).flatten(0, 1), clip_ids.flatten(), reduction="none")
+        total, count = (ce_clip * clip_valid.flatten()).sum(), clip_valid.sum()
+        if self.roberta is not None:
+            roberta_ctx = context[:, clip_len:clip_len + roberta_ids.shape[1]]
+            ce_roberta = F.cross_entropy(self.roberta(roberta_ctx).flatten(0, 1), roberta_ids.flatten(),
+                                         reduction="none")
+            total, count = total + (ce_roberta * roberta_valid.flatten()).sum(), count + roberta_valid.sum()
+        return total, count

@@ -150,8 +150,9 @@ class DiffusionTrainee(nn.Module):
         self.sigma_data = config.schedule.sigma_data
         self.image_embedder = LatentImageEmbedder(config.unet.in_channels, embed_dim)
         self.text_projection = nn.Linear(config.text.adapter.pooled_dim, embed_dim)
+        roberta_vocab = config.text.roberta.vocab_size if config.text.fusion == "adapter" else None
         self.token_head = TokenReconstructionHead(config.text.adapter.context_dim, config.text.clip.vocab_size,
-                                                  config.text.roberta.vocab_size)
+                                                  roberta_vocab)
 
     def forward(self, x0, tokens, keep, sigma, noise, temperature: float):
         enc = self.text.encode_ids(tokens)
