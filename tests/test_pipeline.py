@@ -1,4 +1,6 @@
 """Standalone text-to-image (f1core.pipeline) and the evaluator's `model` command on a random tiny checkpoint."""
+import json
+
 import pytest
 import torch
 
@@ -41,3 +43,7 @@ def test_eval_model_command_writes_a_report(tiny_path, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "vae psnr (dB)" in printed and printed.strip().splitlines()[-1].startswith("overall: ")
     assert (tmp_path / "report.md").exists() and (tmp_path / "grid.png").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    printed_psnr = float(next(line for line in printed.splitlines() if line.startswith("vae psnr")).split()[-1])
+    assert report["measures"]["vae_psnr_db"] == pytest.approx(printed_psnr, abs=0.01)
+    assert 0 < report["measures"]["vae_ssim"] <= 1 and "vae_psnr_db" in (tmp_path / "report.md").read_text()

@@ -65,13 +65,14 @@ def _model(args) -> int:
     truth = torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
     with torch.no_grad():
         recon = torch.cat([(pipe.vae.decode(pipe.vae.encode(b * 2 - 1)) + 1) / 2 for b in truth.split(32)]).clamp(0, 1)
+    measures = {"vae_psnr_db": float(psnr(recon, truth)), "vae_ssim": float(ssim(recon, truth))}
     out = args.out or Path("output") / f"eval-{Path(args.checkpoint).stem}-{args.split}"
     paths = write_report(report, out, title=f"{Path(args.checkpoint).name} on the {args.split} split "
-                                             f"({args.steps} steps, cfg {args.cfg})")
+                                             f"({args.steps} steps, cfg {args.cfg})", measures=measures)
     for category, value in report.by_category().items():
         print(f"{category:20s} {value:.3f}")
-    print(f"vae psnr (dB)        {float(psnr(recon, truth)):.2f}")
-    print(f"vae ssim             {float(ssim(recon, truth)):.4f}")
+    print(f"vae psnr (dB)        {measures['vae_psnr_db']:.2f}")
+    print(f"vae ssim             {measures['vae_ssim']:.4f}")
     print(f"report: {paths['markdown']}")
     print(f"overall: {report.overall:.4f}")
     return 0

@@ -86,12 +86,14 @@ def markdown_table(series: dict[str, dict[str, float]], counts: dict[str, int] |
 
 
 def write_report(report: EvalReport, out_dir, title: str = "F.1 compositional evaluation", label: str = "accuracy",
-                 extra_series: dict[str, dict[str, float]] | None = None, notes: str = "") -> dict[str, Path]:
-    """Write report.json, report.md, grid.png and categories.png into out_dir; returns their paths."""
+                 extra_series: dict[str, dict[str, float]] | None = None, notes: str = "",
+                 measures: dict[str, float] | None = None) -> dict[str, Path]:
+    """Write report.json, report.md, grid.png and categories.png into out_dir; returns their paths.
+    `measures` (e.g. the VAE's PSNR) are stored under "measures" and listed below the table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     series = {label: report.by_category()} | (extra_series or {})
-    data = report.to_dict() | ({"series": series} if extra_series else {})
+    data = report.to_dict() | ({"series": series} if extra_series else {}) | ({"measures": measures} if measures else {})
     paths = {"json": out / "report.json", "markdown": out / "report.md",
              "grid": out / "grid.png", "bars": out / "categories.png"}
     paths["json"].write_text(json.dumps(data, indent=2))
@@ -99,7 +101,8 @@ def write_report(report: EvalReport, out_dir, title: str = "F.1 compositional ev
     draw_bars(series).save(paths["bars"])
     failures = [i for i in report.items if not i.score.passed][:20]
     lines = [f"# {title}", "", f"Scenes scored: {len(report.items)}. Overall: **{report.overall:.3f}**.", "",
-             markdown_table(series, report.counts()), "", notes, "",
+             markdown_table(series, report.counts()), "",
+             *[f"- {name}: {value:.4g}" for name, value in (measures or {}).items()], "", notes, "",
              "![per-category accuracy](categories.png)", "", "![samples with detections](grid.png)", ""]
     if failures:
         lines += ["## First failures", ""]
