@@ -11,13 +11,13 @@ setup:
 $(TINY): | setup
 	$(PY) -m f1core.make_tiny $(TINY)
 
-demo: setup $(TINY)
+demo: setup
 	@$(PY) scripts/demo.py
 
 test: setup
 	$(PY) -m pytest -q
 
-serve: setup $(TINY)
+serve: setup
 	$(PY) $${COMFYUI_DIR:-.comfyui}/main.py --cpu --listen 127.0.0.1 --port 8188 --disable-auto-launch --preview-method auto
 
 workflows: setup $(TINY)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-DEFAULT_CKPT = "f1-tiny-random.safetensors"  # the name the shipped workflows load
+DEFAULT_CKPT = "f1-tiny-random.safetensors"  # a random tiny model, built by the tests
 
 
 @pytest.fixture(scope="session")

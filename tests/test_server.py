@@ -10,6 +10,8 @@ from comfy_host import error_message
 from comfy_inprocess import import_comfy, import_pack
 from workflows import api_workflows, strip_meta, ui_to_api, ui_twin
 
+SHIPPED_CKPT = "f1-tiny-scenes.safetensors"  # the trained default in the pack's models/, loaded by the workflows
+
 
 @pytest.fixture(scope="module")
 def object_info(server):
@@ -33,7 +35,7 @@ def test_object_info_lists_every_f1_node_with_its_inputs(object_info):
 def test_checkpoint_list_holds_only_safetensors(object_info, f1_models):
     (f1_models / "not_a_model.ckpt").write_bytes(b"pickle would run code")
     names = object_info["F1CheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"]
-    assert "f1-tiny-random.safetensors" in names
+    assert {"f1-tiny-random.safetensors", SHIPPED_CKPT} <= set(names)  # models/f1 and the pack's models/
     assert all(n.endswith(".safetensors") for n in names)
 
 
@@ -45,8 +47,9 @@ def test_api_workflow_renders_a_png_of_the_requested_size(server, path):
     images = server.output_images(entry)
     assert len(images) == 1
     size_node = next(n for n in graph.values() if "width" in n["inputs"])
+    scale = next((n["inputs"]["scale_by"] for n in graph.values() if n["class_type"] == "ImageScaleBy"), 1)
     image = np.asarray(Image.open(images[0]))
-    assert image.shape == (size_node["inputs"]["height"], size_node["inputs"]["width"], 3)
+    assert image.shape == (size_node["inputs"]["height"] * scale, size_node["inputs"]["width"] * scale, 3)
     assert image.std() > 1.0  # not a flat (e.g. NaN-turned-black) image
 
 
@@ -54,6 +57,18 @@ def test_api_workflow_renders_a_png_of_the_requested_size(server, path):
 def test_ui_workflow_matches_its_api_twin(object_info, path):
     ui = json.loads(ui_twin(path).read_text())
     assert ui_to_api(ui, object_info) == strip_meta(json.loads(path.read_text()))
+
+
+def test_shipped_default_draws_what_the_demo_prompt_asks_for(server):
+    """workflows/f1_txt2img with the shipped weights, four seeds, each image judged by F.1's detector."""
+    graph = _graph()
+    assert graph["1"]["inputs"]["ckpt_name"] == SHIPPED_CKPT
+    graph["4"]["inputs"]["batch_size"] = 4
+    graph["9"] = {"class_type": "F1Evaluate", "inputs": {"image": ["7", 0], "spec": graph["2"]["inputs"]["text"]}}
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    shown = entry["outputs"]["9"]["text"]
+    assert float(shown[0].split()[1]) >= 0.75, shown
 
 
 def test_workflows_are_listed_as_templates(server):
@@ -106,6 +121,7 @@ def test_bad_size_is_rejected_before_running(server):
 def test_interrupt_stops_a_long_sampling_run(server):
     graph = _graph()
     graph["5"]["inputs"]["steps"] = 400
+    graph["4"]["inputs"].update(width=512, height=512)  # slow enough to be caught mid-run
     graph["5"]["inputs"]["seed"] = 99  # not cached
     status, body = server.queue(graph)
     assert status == 200
