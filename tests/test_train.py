@@ -217,3 +217,34 @@ def test_sd_style_baseline_trains_on_the_same_vae_and_exports(vae_run, tmp_path)
     vae = {k[len("vae."):]: v for k, v in load_state(vae_run, "vae")["ema"].items()}
     for key, value in loaded.vae.named_parameters():  # buffers hold latent stats, refit by the diffusion stage
         torch.testing.assert_close(value, vae[key], msg=key)
+
+
+def test_decoder_stage_sharpens_the_exported_vae_without_moving_its_latents(vae_run, tmp_path):
+    data = ToyDataset()
+    run = _copy_run(vae_run, tmp_path / "run")
+    # The toy VAE has plateaued; knock its decoder off its optimum so the stage has something to recover.
+    state = load_state(run, "vae")
+    generator = torch.Generator().manual_seed(0)
+    for key, value in state["ema"].items():
+        if key.startswith("vae.decoder.") and value.ndim > 1:
+            value.add_(torch.randn(value.shape, generator=generator) * value.std())
+    torch.save(state, run / "vae.pt")
+    train(run, data, _diffusion_config(1), progress=False)
+    before = load_checkpoint(export(run, tmp_path / "before.safetensors"))
+    decoder = TrainConfig(stage="decoder", steps=20, batch_size=4, lr=2e-3, warmup_steps=1, log_every=1,
+                          ema_decay=0.0)
+    train(run, data, decoder, progress=False)
+    assert "discriminator" not in load_state(run, "decoder")  # no adversary in this stage
+    after = load_checkpoint(export(run, tmp_path / "after.safetensors"))
+    images = torch.stack([data.image(i) for i in range(len(data))])
+
+    def psnr(checkpoint):
+        with torch.no_grad():
+            error = (checkpoint.vae.decode(checkpoint.vae.encode(images)) - images).square().mean()
+        return float(10 * torch.log10(4.0 / error))
+    assert psnr(after) > psnr(before) + 0.5, (psnr(before), psnr(after))
+    with torch.no_grad():  # the U-Net's latent space is untouched
+        torch.testing.assert_close(after.vae.encode(images), before.vae.encode(images))
+    assert after.metadata["f1.decoder_step"] == "20"
+    for key, value in after.unet.state_dict().items():
+        torch.testing.assert_close(value, before.unet.state_dict()[key])

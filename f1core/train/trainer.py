@@ -2,7 +2,9 @@
 
 A run directory holds everything a later session needs to continue:
     base.safetensors   config, vocabularies and the random init every stage starts from
-    vae.pt, diffusion.pt  per-stage state: weights, EMA, optimizers, step, RNG (torch.save, read weights_only)
+    vae.pt, diffusion.pt, decoder.pt  per-stage state: weights, EMA, optimizers, step, RNG (torch.save,
+                       read weights_only). The optional decoder stage fine-tunes the VAE decoder alone on the
+                       frozen encoder's latents, so it sharpens images without moving the U-Net's latent space.
     log.jsonl, loss.png   averaged losses per `log_every` steps and their plot
 
 State is written every `checkpoint_every` steps, every `checkpoint_minutes`, at the end, and on SIGTERM/SIGINT
@@ -39,7 +41,7 @@ from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructio
                      edm_loss_weight, hinge_discriminator_loss, hinge_generator_loss, log_normal_sigmas,
                      structure_loss)
 
-STAGES = ("vae", "diffusion")
+STAGES = ("vae", "diffusion", "decoder")
 BASE_NAME = "base.safetensors"
 
 
@@ -142,6 +144,22 @@ class VAETrainee(nn.Module):
         return self.vae.decoder(fine, coarse), kl
 
 
+class DecoderTrainee(nn.Module):
+    """The VAE decoder alone, reading the frozen encoder's posterior means (what the U-Net learns to produce)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        vae.encoder.requires_grad_(False)
+
+    def forward(self, images, quantize_bits: int | None):
+        with torch.no_grad():
+            fine, coarse = (h.chunk(2, dim=1)[0] for h in self.vae.encoder(images))
+            if quantize_bits is not None:
+                fine, coarse = self.vae.unpack(fake_quantize(self.vae.pack(fine, coarse), quantize_bits, "tile", 4))
+        return self.vae.decoder(fine, coarse)
+
+
 class DiffusionTrainee(nn.Module):
     def __init__(self, config: F1Config, unet, text, embed_dim: int = 128):
         super().__init__()
@@ -222,36 +240,42 @@ class _Stage:
                              f"({dist_utils.world_size()})")
         self.weights = dataset.sample_weights()
 
-    def _finish_init(self, trainee: nn.Module, discriminator: nn.Module, extra: dict):
-        self.trainee, self.discriminator = trainee.to(self.device), discriminator.to(self.device)
+    def _finish_init(self, trainee: nn.Module, discriminator: nn.Module | None, extra: dict):
+        self.trainee = trainee.to(self.device)
+        self.discriminator = discriminator.to(self.device) if discriminator is not None else None
         self.extra = extra
-        self.optimizer = torch.optim.AdamW(self.trainee.parameters(), lr=self.config.lr, betas=(0.9, 0.99),
+        trainable = [p for p in self.trainee.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, betas=(0.9, 0.99),
                                            eps=self.config.adam_eps, weight_decay=0.0)
-        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=self.config.lr,
-                                                betas=(0.5, 0.9), eps=self.config.adam_eps, weight_decay=0.0)
+        self.disc_optimizer = None
+        if self.discriminator is not None:
+            self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=self.config.lr,
+                                                    betas=(0.5, 0.9), eps=self.config.adam_eps, weight_decay=0.0)
         self.ema = EMA(self.trainee, self.config.ema_decay)
         self.start = 0
         state = load_state(self.run_dir, self.name)
         if state is not None:
             self.trainee.load_state_dict(state["trainee"])
-            self.discriminator.load_state_dict(state["discriminator"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+            if self.discriminator is not None:
+                self.discriminator.load_state_dict(state["discriminator"])
+                self.disc_optimizer.load_state_dict(state["disc_optimizer"])
             self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             self.start = int(state["step"])
         self.trainee_ddp = _wrap(self.trainee, self.device)
-        self.discriminator_ddp = _wrap(self.discriminator, self.device)
+        self.discriminator_ddp = _wrap(self.discriminator, self.device) if self.discriminator is not None else None
 
     def save(self, step: int):
         """Rank 0 writes; every rank waits for it, so no rank reads a state file (e.g. the next stage's start)
         before it is complete."""
         if dist_utils.rank() == 0:
+            adversary = {} if self.discriminator is None else {
+                "discriminator": self.discriminator.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict()}
             _save_state(_state_path(self.run_dir, self.name), {
-                "step": step, "trainee": self.trainee.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict(),
+                "step": step, "trainee": self.trainee.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
-                "train_config": json.dumps(dataclasses.asdict(self.config)), **self.extra})
+                "train_config": json.dumps(dataclasses.asdict(self.config)), **adversary, **self.extra})
         dist_utils.barrier()
 
     def local_indices(self, step: int) -> torch.Tensor:
@@ -310,10 +334,8 @@ class VAEStage(_Stage):
         coarse_noise = self.randn(step, (vc.coarse_channels, h // 2, w // 2), "coarse")
         quantize = float(global_rand(1, cfg.seed, step, "quantize")) < cfg.quantize_prob
         recon, kl = self.trainee_ddp(images, fine_noise, coarse_noise, cfg.quantize_bits if quantize else None)
-        l1, mse = (recon - images).abs().mean(), (recon - images).square().mean()
-        structure = structure_loss(recon, images)
-        loss = l1 + mse + cfg.structure_weight * structure + cfg.kl_weight * kl
-        logs = {}
+        loss, logs = _reconstruction_loss(recon, images, cfg)
+        loss = loss + cfg.kl_weight * kl
         adversarial = self.adversarial_active(cfg.vae_adversarial_weight, step)
         if adversarial:
             generator = self.generator_term(recon)
@@ -322,9 +344,44 @@ class VAEStage(_Stage):
         self.optimise(step, loss)
         if adversarial:
             logs["discriminator_loss"] = self.discriminator_step(images, recon)
-        psnr = 10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - images).square().mean().clamp_min(1e-10))
-        return {"loss": float(loss.detach()), "l1_loss": float(l1.detach()), "structure_loss": float(structure.detach()),
-                "kl_loss": float(kl.detach()), "psnr": float(psnr), **logs}
+        return {"loss": float(loss.detach()), "kl_loss": float(kl.detach()), **logs}
+
+
+def _reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """L1 + MSE + the light structure (perceptual) term, and their logs with the batch's PSNR."""
+    l1, mse = (recon - images).abs().mean(), (recon - images).square().mean()
+    structure = structure_loss(recon, images)
+    psnr = 10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - images).square().mean().clamp_min(1e-10))
+    return l1 + mse + cfg.structure_weight * structure, {
+        "l1_loss": float(l1.detach()), "structure_loss": float(structure.detach()), "psnr": float(psnr)}
+
+
+def _trained_vae(run_dir: Path, base):
+    vae_state = load_state(run_dir, "vae")
+    if vae_state is None:
+        raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
+    vae = base.vae
+    vae.load_state_dict({k[len("vae."):]: v for k, v in vae_state["ema"].items()})
+    return vae
+
+
+class DecoderStage(_Stage):
+    """Fine-tunes the decoder on the frozen encoder's latents, without the adversarial term (it cost PSNR)."""
+    name = "decoder"
+
+    def __init__(self, run_dir, dataset, config, device):
+        super().__init__(run_dir, dataset, config, device)
+        base = _load_base(run_dir)
+        self._finish_init(DecoderTrainee(_trained_vae(run_dir, base).train()), None, {})
+
+    def step(self, step: int) -> dict:
+        cfg = self.config
+        images = torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
+        quantize = float(global_rand(1, cfg.seed, step, "quantize")) < cfg.quantize_prob
+        recon = self.trainee_ddp(images, cfg.quantize_bits if quantize else None)
+        loss, logs = _reconstruction_loss(recon, images, cfg)
+        self.optimise(step, loss)
+        return {"loss": float(loss.detach()), **logs}
 
 
 class DiffusionStage(_Stage):
@@ -340,10 +397,7 @@ class DiffusionStage(_Stage):
             vae.load_state_dict(state["vae"])
             latent_rgb = json.loads(state["latent_rgb"])
         else:
-            vae_state = load_state(run_dir, "vae")
-            if vae_state is None:
-                raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
-            vae.load_state_dict({k[len("vae."):]: v for k, v in vae_state["ema"].items()})
+            vae = _trained_vae(run_dir, base)
             count = min(len(dataset), config.latent_stat_images)
             images = torch.stack([dataset.image(i) for i in range(count)])
             vae.fit_latent_stats(images)
@@ -400,7 +454,7 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     Returns {"step": last completed step, "losses": the last logged record or {}}."""
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    stage_cls = VAEStage if config.stage == "vae" else DiffusionStage
+    stage_cls = {"vae": VAEStage, "diffusion": DiffusionStage, "decoder": DecoderStage}[config.stage]
     stage = stage_cls(run_dir, dataset, config, device)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
     is_main = dist_utils.rank() == 0
@@ -448,7 +502,7 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
 # --- export -------------------------------------------------------------------------------------------------------
 def export(run_dir, out_path, description: str | None = None) -> Path:
     """Write the diffusion stage's EMA weights (U-Net and text) with its VAE and preview factors as one
-    F.1 checkpoint."""
+    F.1 checkpoint; a trained decoder stage replaces the VAE's decoder with its EMA weights."""
     run_dir = Path(run_dir)
     state = load_state(run_dir, "diffusion")
     if state is None:
@@ -463,5 +517,16 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
     parts["vae"] = build_part("vae", config)
     parts["vae"].load_state_dict(state["vae"])
     text = description or f"{config.name}, trained {state['step']} diffusion steps (EMA weights)"
+    metadata = {"f1.description": text, "f1.train_step": str(state["step"])}
+    decoder_state = load_state(run_dir, "decoder")
+    if decoder_state is not None:
+        weights = decoder_state["ema"]
+        for key, value in parts["vae"].encoder.state_dict().items():
+            if not torch.equal(weights[f"vae.encoder.{key}"].to(value.dtype), value):
+                raise ValueError(f"run_dir: {run_dir}/decoder.pt was tuned on another encoder than the diffusion "
+                                 f"stage's; rerun the decoder stage")
+        prefix = "vae.decoder."
+        parts["vae"].decoder.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        metadata["f1.decoder_step"] = str(decoder_state["step"])
     return save_checkpoint(out_path, config, **parts, latent_rgb=json.loads(state["latent_rgb"]),
-                           extra_metadata={"f1.description": text, "f1.train_step": str(state["step"])})
+                           extra_metadata=metadata)
