@@ -11,12 +11,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from f1core.eval.evaluate import attribute_recall  # noqa: E402
 from f1core.eval.report import markdown_table  # noqa: E402
 
 
 def load_series(report_dir) -> dict[str, float]:
     data = json.loads((Path(report_dir) / "report.json").read_text())
-    return data["categories"] | {"overall": data["overall"]} | data.get("measures", {})
+    attributes = data.get("attributes") or attribute_recall(data["items"])  # reports written before it existed
+    return data["categories"] | {"overall": data["overall"]} | attributes | data.get("measures", {})
 
 
 def main(argv=None) -> str:

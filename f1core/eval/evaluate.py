@@ -55,16 +55,30 @@ class EvalReport:
         return float(np.mean([i.score.passed for i in self.items])) if self.items else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "overall": self.overall,
-            "categories": self.by_category(),
-            "counts": self.counts(),
-            "items": [{"name": i.name, "caption": caption(i.spec), "spec": i.spec.to_dict(),
+        items = [{"name": i.name, "caption": caption(i.spec), "spec": i.spec.to_dict(),
                        "passed": i.score.passed, "failures": list(i.score.failures),
                        "detected": [{"shape": o.shape, "colour": o.colour, "style": o.style, "size": o.size,
                                      "x": round(o.x, 4), "y": round(o.y, 4)} for o in i.detection.objects],
-                       "background": i.detection.background} for i in self.items],
-        }
+                       "background": i.detection.background} for i in self.items]
+        return {"overall": self.overall, "categories": self.by_category(), "counts": self.counts(),
+                "attributes": attribute_recall(items), "items": items}
+
+
+def attribute_recall(items: list[dict]) -> dict[str, float]:
+    """Partial credit where whole scenes fail, from report items (spec + detections): the share of asked
+    colours and shapes that appear among the detected objects, of scenes with the asked number of objects,
+    and of asked backgrounds that were drawn."""
+    tallies = {"colour_recall": [], "shape_recall": [], "object_count": [], "background": []}
+    for item in items:
+        detected = item["detected"]
+        for obj in item["spec"]["objects"]:
+            for key in ("colour", "shape"):
+                if key in obj:
+                    tallies[f"{key}_recall"].append(any(d[key] == obj[key] for d in detected))
+        tallies["object_count"].append(len(detected) == sum(o.get("count", 1) for o in item["spec"]["objects"]))
+        if "background" in item["spec"]:
+            tallies["background"].append(item["background"] == item["spec"]["background"])
+    return {key: float(np.mean(values)) for key, values in tallies.items() if values}
 
 
 def evaluate_pairs(pairs: Iterable[tuple[str, object, object]], total: int | None = None, progress: bool = True,
