@@ -4,22 +4,28 @@
 # tower, no adapter) on the same data, the same frozen VAE and the same steps x batch; both scored by
 # `python -m f1core.eval model` on the test split at the default sampler settings. Results: benchmarks/README.md.
 #
-#   benchmarks/architecture.sh        # needs the F.1 run's finished VAE stage (scripts/train_default.sh)
+#   benchmarks/architecture.sh        # needs the default run's finished VAE stage (scripts/train_default.sh)
 #
-# Each run resumes where it stopped. STEPS must not exceed where the F.1 run is compared: export it first.
+# Both runs start from the default run's init and VAE and resume where they stopped. With the same seeds, the
+# F.1 run repeats the default run's first STEPS diffusion steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-F1_RUN=${F1_RUN:-runs/f1-tiny-scenes}
-BASELINE_RUN=${BASELINE_RUN:-runs/sd-baseline}
+SOURCE_RUN=${SOURCE_RUN:-runs/f1-tiny-scenes}
+F1_RUN=${F1_RUN:-runs/architecture-f1}
+BASELINE_RUN=${BASELINE_RUN:-runs/architecture-sd}
 STEPS=${STEPS:-10000}
 THREADS=${THREADS:-1}
 OUT=${OUT:-output/architecture}
 TRAIN=(--steps "$STEPS" --batch-size 32 --lr 3e-4 --threads "$THREADS" --no-progress --set checkpoint_every=500)
 
+if [ ! -f "$F1_RUN/base.safetensors" ]; then
+    mkdir -p "$F1_RUN"
+    cp "$SOURCE_RUN/base.safetensors" "$SOURCE_RUN/vae.pt" "$F1_RUN/"
+fi
 if [ ! -f "$BASELINE_RUN/base.safetensors" ]; then
     $PY -m f1core.train init "$BASELINE_RUN" --preset scenes_baseline --data scenes
-    cp "$F1_RUN/vae.pt" "$BASELINE_RUN/vae.pt"   # the same frozen VAE: only the U-Net and text side differ
+    cp "$SOURCE_RUN/vae.pt" "$BASELINE_RUN/vae.pt"   # the same frozen VAE: only the U-Net and text side differ
 fi
 $PY -m f1core.train diffusion "$F1_RUN" "${TRAIN[@]}"
 $PY -m f1core.train diffusion "$BASELINE_RUN" "${TRAIN[@]}"
