@@ -248,3 +248,16 @@ def test_decoder_stage_sharpens_the_exported_vae_without_moving_its_latents(vae_
     assert after.metadata["f1.decoder_step"] == "20"
     for key, value in after.unet.state_dict().items():
         torch.testing.assert_close(value, before.unet.state_dict()[key])
+
+
+def test_loss_plot_keeps_stages_apart_when_they_log_side_by_side(tmp_path):
+    from f1core.train.logplot import loss_series, plot_losses
+    records = []
+    for step in range(10, 60, 10):  # two stages appending to one log at the same time
+        records.append({"stage": "diffusion", "step": 1000 + step, "loss": 0.5})
+        records.append({"stage": "decoder", "step": step, "loss": 0.01, "l1_loss": 0.02})
+    series = loss_series(records)
+    assert set(series) == {"diffusion/loss", "decoder/loss", "decoder/l1_loss"}
+    assert [s for s, _ in series["decoder/loss"]] == [10, 20, 30, 40, 50]
+    assert all(abs(v - (-2.0)) < 1e-9 for _, v in series["decoder/loss"])  # not mixed with diffusion's 0.5
+    assert plot_losses(records, tmp_path / "loss.png").stat().st_size > 0

@@ -33,20 +33,29 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_losses(records: list[dict], path, keys: list[str] | None = None, size=(900, 500)) -> Path:
-    """One panel, log10 y axis, a smoothed line per loss key (keys ending in 'loss')."""
+def loss_series(records: list[dict], keys: list[str] | None = None) -> dict[str, list[tuple[int, float]]]:
+    """'stage/key' -> (step, log10 value) points in step order, smoothed. Stages are kept apart: they share key
+    names ('loss') and may log into one file at the same time (e.g. the decoder stage beside diffusion)."""
     keys = keys or sorted({k for r in records for k in r if k.endswith("loss")})
+    series = {}
+    for stage in dict.fromkeys(r.get("stage", "") for r in records):
+        for key in keys:
+            points = sorted((r["step"], r[key]) for r in records if r.get("stage", "") == stage
+                            and isinstance(r.get(key), (int, float)) and r[key] > 0)
+            if points:
+                steps, values = zip(*points)
+                logs = _smooth([math.log10(v) for v in values], max(1, len(values) // 50))
+                series[f"{stage}/{key}" if stage else key] = list(zip(steps, logs))
+    return series
+
+
+def plot_losses(records: list[dict], path, keys: list[str] | None = None, size=(900, 500)) -> Path:
+    """One panel, log10 y axis, a smoothed line per stage and loss key (keys ending in 'loss')."""
     width, height = size
-    left, right, top, bottom = 70, 200, 20, 40
+    left, right, top, bottom = 70, 220, 20, 40
     img = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    series = {}
-    for key in keys:
-        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and r[key] > 0]
-        if points:
-            steps, values = zip(*points)
-            logs = _smooth([math.log10(v) for v in values], max(1, len(values) // 50))
-            series[key] = list(zip(steps, logs))
+    series = loss_series(records, keys)
     draw.rectangle([left, top, width - right, height - bottom], outline=(0, 0, 0))
     if series:
         xs = [s for pts in series.values() for s, _ in pts]
