@@ -1,7 +1,7 @@
 """Sampler benchmark: f1core's error-controlled DPM-Solver++ (dpmpp_adaptive), output reuse and guidance
 order against ComfyUI core's samplers, side by side on the same denoisers in one run.
 
-    python benchmarks/sampler.py            # ~2-3 minutes on 2 CPU cores
+    python benchmarks/sampler.py [--threads 2]   # a few minutes on 2 CPU cores
 
 Denoisers:
   mixture: an analytic Gaussian-mixture denoiser in a [4, 8, 8] latent space (exact posterior mean), with a
@@ -9,6 +9,7 @@ Denoisers:
            core's from comfy.k_diffusion.sampling.
   f1-tiny: the tiny random F.1 U-Net (f1core.make_tiny) as a ComfyUI MODEL, sampled through core's
            comfy.samplers machinery (guider.sample + KSAMPLER), as SamplerCustomAdvanced does.
+  f1-tiny-scenes: the shipped trained default the same way, conditioned on a real prompt (if present).
 
 Error of a run: the median over the batch of RMS(x - reference) / RMS(reference), reference = core
 dpmpp_2m with 100 Karras steps.
@@ -40,6 +41,8 @@ TARGET_ERRORS = (0.03, 0.01, 0.003)
 HEADLINE_ERROR = 0.01
 FIDELITY = 0.5
 SEED = 0
+SHIPPED = ROOT / "models" / "f1-tiny-scenes.safetensors"
+TRAINED_PROMPT = "a red circle on the left of a blue square"
 
 
 def rel_error(x, reference) -> float:
@@ -236,7 +239,8 @@ def ratio(sweeps, error=HEADLINE_ERROR):
 
 # ---------------------------------------------------------------- tiny F.1 through core's machinery
 
-def f1_benchmark(comfy, k):
+def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
+    """The random tiny F.1 with random conditioning, or a trained `checkpoint` with real prompts."""
     import comfy.sample
     import comfy.samplers
 
@@ -245,10 +249,13 @@ def f1_benchmark(comfy, k):
     f1_model = import_pack("nodes.f1_model")
     adaptive = import_pack("nodes.nodes_adaptive")
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "tiny.safetensors"
-        make_tiny(path, seed=0)
-        ckpt = load_checkpoint(path)
+    if checkpoint is None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "tiny.safetensors"
+            make_tiny(path, seed=0)
+            ckpt = load_checkpoint(path)
+    else:
+        ckpt = load_checkpoint(checkpoint)
     patcher = f1_model.model_patcher_from_unet(ckpt.config, ckpt.unet.state_dict(), ckpt.latent_rgb)
     counter = {"calls": 0, "model_seconds": 0.0}
 
@@ -267,11 +274,20 @@ def f1_benchmark(comfy, k):
     patcher.set_model_unet_function_wrapper(time_model)
     sigma_min, sigma_max = adaptive.sigma_range(patcher)
 
-    g = torch.Generator().manual_seed(SEED)
-    width = ckpt.config.unet.context_dim
-    positive = [[torch.randn(1, 12, width, generator=g), {"pooled_output": torch.randn(1, ckpt.config.unet.pooled_dim, generator=g)}]]
-    negative = [[torch.zeros(1, 4, width), {"pooled_output": torch.zeros(1, ckpt.config.unet.pooled_dim)}]]
-    latent = torch.zeros(4, ckpt.config.unet.in_channels, 16, 16)
+    if checkpoint is None:
+        g = torch.Generator().manual_seed(SEED)
+        width = ckpt.config.unet.context_dim
+        positive = [[torch.randn(1, 12, width, generator=g),
+                     {"pooled_output": torch.randn(1, ckpt.config.unet.pooled_dim, generator=g)}]]
+        negative = [[torch.zeros(1, 4, width), {"pooled_output": torch.zeros(1, ckpt.config.unet.pooled_dim)}]]
+        side = 16
+    else:
+        with torch.no_grad():
+            text = ckpt.text.eval().encode([TRAINED_PROMPT, ""])
+        positive, negative = ([[text.context[i:i + 1][:, text.mask[i]], {"pooled_output": text.pooled[i:i + 1]}]]
+                              for i in (0, 1))
+        side = ckpt.config.resolution // ckpt.config.vae.downscale
+    latent = torch.zeros(4, ckpt.config.unet.in_channels, side, side)
     noise = comfy.sample.prepare_noise(latent, SEED)
     guider = adaptive.DynamicCFGGuider(patcher, guidance.fidelity_to_curve(FIDELITY, adaptive.DEFAULT_ORDER))
     guider.set_conds(positive, negative)
@@ -295,7 +311,7 @@ def f1_benchmark(comfy, k):
     core_guider.set_conds(positive, negative)
     core_guider.set_cfg(4.0)
     sigmas = karras_sigmas(20, sigma_min, sigma_max)
-    print("\n[f1-tiny] overhead per step, 20 steps, batch 4 at 16x16 latent (best of 3 runs): "
+    print(f"\n[{label}] overhead per step, 20 steps, batch 4 at {side}x{side} latent (best of 3 runs): "
           "wall time outside the U-Net over U-Net time")
     print(f"{'path':>44} {'calls':>6} {'wall s':>8} {'unet s':>8} {'overhead %':>11}")
     paths = (("core CFGGuider + core dpmpp_2m", core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
@@ -310,17 +326,24 @@ def f1_benchmark(comfy, k):
 
 
 def main():
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job is running)")
+    args = parser.parse_args()
     started = time.time()
     comfy = import_comfy()
     import comfy.k_diffusion.sampling as k
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     mixture = mixture_benchmark(k)
     print_sweeps("mixture", mixture)
-    f1 = f1_benchmark(comfy, k)
-    print_sweeps("f1-tiny", f1)
+    results = {"mixture": mixture, "f1-tiny": f1_benchmark(comfy, k)}
+    print_sweeps("f1-tiny", results["f1-tiny"])
+    if SHIPPED.is_file():
+        results["f1-tiny-scenes"] = f1_benchmark(comfy, k, SHIPPED, "f1-tiny-scenes")
+        print_sweeps("f1-tiny-scenes", results["f1-tiny-scenes"])
     for error in TARGET_ERRORS:
-        print(f"at {error:g} error, dpmpp_adaptive / core dpmpp_2m model calls: mixture "
-              f"{ratio(mixture, error) or float('nan'):.3f}, f1-tiny {ratio(f1, error) or float('nan'):.3f}")
+        print(f"at {error:g} error, dpmpp_adaptive / core dpmpp_2m model calls: " + ", ".join(
+            f"{name} {ratio(sweeps, error) or float('nan'):.3f}" for name, sweeps in results.items()))
     print(f"({time.time() - started:.0f} s)")
     print(f"nfe_ratio_vs_dpmpp_2m: {ratio(mixture) or float('nan'):.3f}")
 
