@@ -35,4 +35,4 @@ def test_the_largest_object_has_the_prompted_colour(pipe):
             found = max(objects, key=lambda o: o.area).colour if objects else None
             hits += found == colour
             seen.append((colour, found))
-    assert hits >= 0.4 * len(seen), seen  # chance is 1/8 (the palette); random weights draw one colour
+    assert hits >= 0.75 * len(seen), seen  # chance is 1/8 (the palette); the shipped model gets 24/24
