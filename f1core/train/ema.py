@@ -9,21 +9,21 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay: expected 0 <= decay < 1, got {decay}")
         self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+        # frozen parameters (the decoder stage's encoder) never change: averaging them is wasted work each step
+        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items() if k not in frozen}
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module, step: int):
         # warm-up: early averages would otherwise be dominated by the random init
         decay = min(self.decay, (1.0 + step) / (10.0 + step))
-        for key, value in module.state_dict().items():
-            shadow = self.shadow[key]
+        state = module.state_dict()
+        for key, shadow in self.shadow.items():
+            value = state[key]
             if value.is_floating_point():
                 shadow.lerp_(value.float(), 1.0 - decay)
             else:
                 shadow.copy_(value)
-
-    def copy_to(self, module: torch.nn.Module):
-        module.load_state_dict({k: v.to(module.state_dict()[k].dtype) for k, v in self.shadow.items()})
 
     def state_dict(self) -> dict:
         return dict(self.shadow)

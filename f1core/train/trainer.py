@@ -521,8 +521,8 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
     decoder_state = load_state(run_dir, "decoder")
     if decoder_state is not None:
         weights = decoder_state["ema"]
-        for key, value in parts["vae"].encoder.state_dict().items():
-            if not torch.equal(weights[f"vae.encoder.{key}"].to(value.dtype), value):
+        for key, value in parts["vae"].encoder.state_dict().items():  # the frozen encoder is in the raw weights
+            if not torch.equal(decoder_state["trainee"][f"vae.encoder.{key}"].to(value.dtype), value):
                 raise ValueError(f"run_dir: {run_dir}/decoder.pt was tuned on another encoder than the diffusion "
                                  f"stage's; rerun the decoder stage")
         prefix = "vae.decoder."
