@@ -47,3 +47,9 @@ def test_eval_model_command_writes_a_report(tiny_path, tmp_path, capsys):
     printed_psnr = float(next(line for line in printed.splitlines() if line.startswith("vae psnr")).split()[-1])
     assert report["measures"]["vae_psnr_db"] == pytest.approx(printed_psnr, abs=0.01)
     assert 0 < report["measures"]["vae_ssim"] <= 1 and "vae_psnr_db" in (tmp_path / "report.md").read_text()
+    # the VAE-reconstruction ceiling: the same judge over the same 3 scenes, as a second series
+    ceiling = report["series"]["VAE reconstruction (ceiling)"]
+    assert set(ceiling) == set(report["categories"])
+    assert report["measures"]["vae_reconstruction_overall"] * 3 == pytest.approx(
+        round(report["measures"]["vae_reconstruction_overall"] * 3))
+    assert "VAE reconstruction (ceiling)" in (tmp_path / "report.md").read_text()

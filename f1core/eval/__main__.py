@@ -14,7 +14,7 @@ from ..data.captions import caption
 from ..data.scenes import render_scene
 from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
-from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
+from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_pairs, evaluate_renderer
 from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
 from .report import write_report
 from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
@@ -66,13 +66,20 @@ def _model(args) -> int:
     with torch.no_grad():
         recon = torch.cat([(pipe.vae.decode(pipe.vae.encode(b * 2 - 1)) + 1) / 2 for b in truth.split(32)]).clamp(0, 1)
     measures = {"vae_psnr_db": float(psnr(recon, truth)), "vae_ssim": float(ssim(recon, truth))}
+    # the same judge on the VAE's reconstructions: no U-Net can score above what its decoder can draw
+    ceiling = evaluate_pairs(zip((f"{i:04d}" for i in range(len(specs))), upscale_for_detector(recon), specs),
+                             total=len(specs), progress=False, keep=0)
+    measures["vae_reconstruction_overall"] = ceiling.overall
     out = args.out or Path("output") / f"eval-{Path(args.checkpoint).stem}-{args.split}"
     paths = write_report(report, out, title=f"{Path(args.checkpoint).name} on the {args.split} split "
-                                             f"({args.steps} steps, cfg {args.cfg})", measures=measures)
+                                             f"({args.steps} steps, cfg {args.cfg})", measures=measures,
+                         label="model", extra_series={"VAE reconstruction (ceiling)": ceiling.by_category()})
+    print(f"{'category':20s} model  VAE reconstruction")
     for category, value in report.by_category().items():
-        print(f"{category:20s} {value:.3f}")
+        print(f"{category:20s} {value:.3f}  {ceiling.by_category().get(category, 0.0):.3f}")
     print(f"vae psnr (dB)        {measures['vae_psnr_db']:.2f}")
     print(f"vae ssim             {measures['vae_ssim']:.4f}")
+    print(f"vae reconstruction overall: {ceiling.overall:.4f}")
     print(f"report: {paths['markdown']}")
     print(f"overall: {report.overall:.4f}")
     return 0
