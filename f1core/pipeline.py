@@ -28,11 +28,20 @@ class F1Pipeline:
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], width: int | None = None, height: int | None = None, steps: int = 20,
-                 cfg: float = 4.0, seed: int = 0, sampler: str = "dpmpp_2m", negative: str = "") -> torch.Tensor:
+                 cfg: float = 4.0, seed: int = 0, sampler: str = "dpmpp_2m", negative: str = "",
+                 images: torch.Tensor | None = None, denoise: float = 1.0) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1]. Prompt i is seeded with seed + i, so a prompt's image does not
-        depend on what else is in the batch."""
+        depend on what else is in the batch. With `images` ([B, 3, H, W] in [0, 1]) it is image-to-image:
+        their latents are noised to the `denoise` point of the schedule and sampled from there, as in
+        ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler {sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+        if not 0.0 < denoise <= 1.0:
+            raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+        if images is not None:
+            if images.shape[0] != len(prompts):
+                raise ValueError(f"images: {images.shape[0]} images for {len(prompts)} prompts")
+            height, width = images.shape[-2:]
         width = width or self.config.resolution
         height = height or self.config.resolution
         multiple = self.vae.config.downscale * 2
@@ -55,8 +64,11 @@ class F1Pipeline:
             cond, uncond = both.chunk(2)
             return uncond + cfg * (cond - uncond)
 
-        sigmas = self.denoiser.sigmas(steps).to(self.device)
-        latent = SAMPLERS[sampler](guided, noise * sigmas[0], sigmas, disable=True)
+        sigmas = self.denoiser.sigmas(round(steps / denoise))[-(steps + 1):].to(self.device)
+        start = noise * sigmas[0]
+        if images is not None:
+            start = start + self.vae.encode(images.to(self.device) * 2 - 1)
+        latent = SAMPLERS[sampler](guided, start, sigmas, disable=True)
         return ((self.vae.decode(latent) + 1) / 2).clamp(0, 1)
 
 

@@ -208,11 +208,11 @@ def test_blob_images_do_not_pass_the_judge():
 def test_attribute_recall_gives_partial_credit_per_attribute():
     from f1core.eval.evaluate import attribute_recall
     items = [
-        {"spec": {"objects": [{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"}],
-                  "background": "white"},
+        {"spec": {"objects": [{"shape": "circle", "colour": "red", "size": "large"},
+                              {"shape": "square", "colour": "blue", "size": "small"}], "background": "white"},
          "detected": [{"shape": "circle", "colour": "blue"}, {"shape": "star", "colour": "red"}], "background": "grey"},
         {"spec": {"objects": [{"shape": "star", "count": 3}]},
          "detected": [{"shape": "star", "colour": "pink"}] * 3, "background": "white"},
     ]
     assert attribute_recall(items) == {"colour_recall": 1.0, "shape_recall": 2 / 3, "object_count": 1.0,
-                                       "background": 0.0}
+                                       "background": 0.0, "shape_recall_small": 0.0, "shape_recall_large": 1.0}

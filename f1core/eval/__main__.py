@@ -1,4 +1,4 @@
-"""python -m f1core.eval {selftest, score, model, export, fid} — see --help of each."""
+"""python -m f1core.eval {selftest, score, model, diagnose, export, fid} — see --help of each."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,8 @@ from ..data.captions import caption
 from ..data.scenes import render_scene
 from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
-from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_pairs, evaluate_renderer
+from .diagnose import diagnose, diagnosis_table, judge, truth_and_reconstruction
+from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
 from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
 from .report import write_report
 from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
@@ -61,14 +62,10 @@ def _model(args) -> int:
 
     report = evaluate_renderer(render, specs, progress=not args.no_progress)
     # the VAE alone, on the same split's ground-truth renders at the model's resolution
-    size = pipe.config.resolution
-    truth = torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
-    with torch.no_grad():
-        recon = torch.cat([(pipe.vae.decode(pipe.vae.encode(b * 2 - 1)) + 1) / 2 for b in truth.split(32)]).clamp(0, 1)
+    truth, recon = truth_and_reconstruction(pipe, specs)
     measures = {"vae_psnr_db": float(psnr(recon, truth)), "vae_ssim": float(ssim(recon, truth))}
     # the same judge on the VAE's reconstructions: no U-Net can score above what its decoder can draw
-    ceiling = evaluate_pairs(zip((f"{i:04d}" for i in range(len(specs))), upscale_for_detector(recon), specs),
-                             total=len(specs), progress=False, keep=0)
+    ceiling = judge(recon, specs)
     measures["vae_reconstruction_overall"] = ceiling.overall
     out = args.out or Path("output") / f"eval-{Path(args.checkpoint).stem}-{args.split}"
     paths = write_report(report, out, title=f"{Path(args.checkpoint).name} on the {args.split} split "
@@ -82,6 +79,27 @@ def _model(args) -> int:
     print(f"vae reconstruction overall: {ceiling.overall:.4f}")
     print(f"report: {paths['markdown']}")
     print(f"overall: {report.overall:.4f}")
+    return 0
+
+
+def _diagnose(args) -> int:
+    """The judge along the path from ground truth to text-to-image (f1core.eval.diagnose)."""
+    from ..pipeline import F1Pipeline
+
+    pipe = F1Pipeline.from_file(args.checkpoint)
+    specs = load_split(args.split)[:args.limit]
+    reports = diagnose(pipe, specs, args.denoise, steps=args.steps, cfg=args.cfg, seed=args.seed)
+    table = diagnosis_table(reports)
+    out = Path(args.out or Path("output") / f"diagnose-{Path(args.checkpoint).stem}-{args.split}")
+    out.mkdir(parents=True, exist_ok=True)
+    title = (f"# Where {Path(args.checkpoint).name} loses the scene\n\n{args.split} split, {len(specs)} scenes, "
+             f"{args.steps} steps, cfg {args.cfg}\n")
+    (out / "diagnose.md").write_text(f"{title}\n{table}\n")
+    (out / "diagnose.json").write_text(json.dumps(
+        {name: {"overall": r.overall, "categories": r.by_category(), "attributes": r.to_dict()["attributes"]}
+         for name, r in reports.items()}, indent=2))
+    print(table)
+    print(f"report: {out / 'diagnose.md'}")
     return 0
 
 
@@ -144,6 +162,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="report folder (default: output/eval-<checkpoint>-<split>)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_model)
+    p = sub.add_parser("diagnose", help="score ground truth, VAE reconstruction, img2img and text-to-image "
+                                        "side by side: which stage loses the scene")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", choices=list(SPLIT_SIZES), default="val")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--denoise", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="report folder (default: output/diagnose-<checkpoint>-<split>)")
+    p.set_defaults(run=_diagnose)
     p = sub.add_parser("export", help="render a fixed split as images with sidecar specs")
     p.add_argument("--split", choices=list(SPLIT_SIZES), default="test")
     p.add_argument("--out", required=True)

@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.captions import caption, parse_caption
-from ..data.spec import CATEGORIES, SceneSpec, coerce_spec
+from ..data.spec import CATEGORIES, SIZES, SceneSpec, coerce_spec
 from .detector import Detection, as_rgb_array, detect
 from .scoring import SpecScore, score_detection
 
@@ -67,14 +67,18 @@ class EvalReport:
 def attribute_recall(items: list[dict]) -> dict[str, float]:
     """Partial credit where whole scenes fail, from report items (spec + detections): the share of asked
     colours and shapes that appear among the detected objects, of scenes with the asked number of objects,
-    and of asked backgrounds that were drawn."""
+    and of asked backgrounds that were drawn. Shape recall is also split by the size asked for, which tells
+    a decoder that cannot draw small shapes from a U-Net that does not follow the shape word."""
     tallies = {"colour_recall": [], "shape_recall": [], "object_count": [], "background": []}
+    tallies |= {f"shape_recall_{size}": [] for size in SIZES}
     for item in items:
         detected = item["detected"]
         for obj in item["spec"]["objects"]:
             for key in ("colour", "shape"):
                 if key in obj:
                     tallies[f"{key}_recall"].append(any(d[key] == obj[key] for d in detected))
+            if "shape" in obj and "size" in obj:
+                tallies[f"shape_recall_{obj['size']}"].append(any(d["shape"] == obj["shape"] for d in detected))
         tallies["object_count"].append(len(detected) == sum(o.get("count", 1) for o in item["spec"]["objects"]))
         if "background" in item["spec"]:
             tallies["background"].append(item["background"] == item["spec"]["background"])

@@ -1,0 +1,63 @@
+"""Where a text-to-image model loses the scene: the same judge applied along the path from the ground truth to
+text-to-image.
+
+    ground truth        the scene engine's renders at the model's resolution (the judge's own ceiling)
+    VAE reconstruction  encode + decode: what the decoder can draw at all
+    img2img d           the truth's latent noised to the `d` point of the schedule, then sampled with its
+                        caption: how much of the scene the U-Net keeps (low d) or rebuilds (high d)
+    text-to-image       from pure noise, as `eval model` renders it
+
+A score that falls between two rows names the stage to work on."""
+from __future__ import annotations
+
+import torch
+
+from ..data.captions import caption
+from ..data.scenes import render_scene
+from .evaluate import EvalReport, evaluate_pairs
+
+BATCH = 32
+
+
+def truth_and_reconstruction(pipe, specs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The specs rendered at the model's resolution (scene i with seed i), and their VAE reconstructions."""
+    size = pipe.config.resolution
+    truth = torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
+    with torch.no_grad():
+        recon = torch.cat([pipe.vae.decode(pipe.vae.encode(b.to(pipe.device) * 2 - 1)).cpu()
+                           for b in truth.split(BATCH)])
+    return truth, ((recon + 1) / 2).clamp(0, 1)
+
+
+def judge(images: torch.Tensor, specs) -> EvalReport:
+    from ..pipeline import upscale_for_detector
+    return evaluate_pairs(zip((f"{i:04d}" for i in range(len(specs))), upscale_for_detector(images), specs),
+                          total=len(specs), progress=False, keep=0)
+
+
+def diagnose(pipe, specs, denoise_levels=(0.3, 0.5, 0.7, 0.9), steps: int = 20, cfg: float = 4.0,
+             seed: int = 0) -> dict[str, EvalReport]:
+    """One report per stage of the path, in order (see the module docstring)."""
+    truth, recon = truth_and_reconstruction(pipe, specs)
+    prompts = [caption(spec) for spec in specs]
+
+    def sample(**kwargs) -> torch.Tensor:  # prompt i is seeded with seed + i whatever the batching
+        return torch.cat([pipe(prompts[i:i + BATCH], steps=steps, cfg=cfg, seed=seed + i,
+                               **{k: v[i:i + BATCH] if torch.is_tensor(v) else v for k, v in kwargs.items()}).cpu()
+                          for i in range(0, len(prompts), BATCH)])
+
+    reports = {"ground truth": judge(truth, specs), "VAE reconstruction": judge(recon, specs)}
+    for level in denoise_levels:
+        reports[f"img2img {level:g}"] = judge(sample(images=truth, denoise=level), specs)
+    reports["text-to-image"] = judge(sample(), specs)
+    return reports
+
+
+def diagnosis_table(reports: dict[str, EvalReport]) -> str:
+    """Markdown: a row per stage, overall accuracy then the partial-credit recalls."""
+    rows = {name: {"overall": report.overall} | report.to_dict()["attributes"] for name, report in reports.items()}
+    columns = list(dict.fromkeys(key for row in rows.values() for key in row))
+    lines = ["| stage | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines += ["| " + name + " | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in columns) + " |"
+              for name, row in rows.items()]
+    return "\n".join(lines)
