@@ -14,7 +14,7 @@ from ..data.captions import caption
 from ..data.scenes import render_scene
 from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
-from .diagnose import diagnose, diagnosis_table, judge, truth_and_reconstruction
+from .diagnose import denoising_error, diagnose, diagnosis_table, judge, truth_and_reconstruction
 from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
 from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
 from .report import write_report
@@ -89,7 +89,10 @@ def _diagnose(args) -> int:
     pipe = F1Pipeline.from_file(args.checkpoint)
     specs = load_split(args.split)[:args.limit]
     reports = diagnose(pipe, specs, args.denoise, steps=args.steps, cfg=args.cfg, seed=args.seed)
-    table = diagnosis_table(reports)
+    errors = denoising_error(pipe, specs, seed=args.seed)
+    table = diagnosis_table(reports) + "\n\nHeld-out denoising error (latent MSE, captioned, fixed noise):\n\n" + \
+        "| sigma | " + " | ".join(f"{s:g}" for s in errors) + " |\n|" + "---|" * (len(errors) + 1) + \
+        "\n| MSE | " + " | ".join(f"{e:.4f}" for e in errors.values()) + " |"
     out = Path(args.out or Path("output") / f"diagnose-{Path(args.checkpoint).stem}-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
     title = (f"# Where {Path(args.checkpoint).name} loses the scene\n\n{args.split} split, {len(specs)} scenes, "
@@ -97,7 +100,7 @@ def _diagnose(args) -> int:
     (out / "diagnose.md").write_text(f"{title}\n{table}\n")
     (out / "diagnose.json").write_text(json.dumps(
         {name: {"overall": r.overall, "categories": r.by_category(), "attributes": r.to_dict()["attributes"]}
-         for name, r in reports.items()}, indent=2))
+         for name, r in reports.items()} | {"denoising_error": {f"{s:g}": e for s, e in errors.items()}}, indent=2))
     print(table)
     print(f"report: {out / 'diagnose.md'}")
     return 0
