@@ -50,8 +50,8 @@ def _vae_config(steps, **kw):
 
 
 def _diffusion_config(steps, **kw):
-    return TrainConfig(stage="diffusion", steps=steps, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1,
-                       latent_stat_images=8, **kw)
+    defaults = dict(batch_size=4, lr=1e-3, warmup_steps=1, log_every=1, latent_stat_images=8)
+    return TrainConfig(stage="diffusion", steps=steps, **defaults | kw)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,47 @@ def test_diffusion_stage_lowers_the_denoising_loss(vae_run, tmp_path):
     before = _fixed_batch_loss(load_checkpoint(before_path), data)
     after = _fixed_batch_loss(load_checkpoint(after_path), data)
     assert after < 0.85 * before, (before, after)
+
+
+def test_run_from_a_checkpoint_continues_its_weights_and_history(vae_run, tmp_path):
+    """init --from: the diffusion stage starts from the checkpoint's U-Net, text side, VAE and latent statistics
+    (a shipped model continued, or fine-tuned on other data), and the export counts on from its steps."""
+    from f1core.train import create_run_from_checkpoint
+    data = ToyDataset()
+    source_run = _copy_run(vae_run, tmp_path / "source")
+    train(source_run, data, _diffusion_config(20), progress=False)
+    source_path = export(source_run, tmp_path / "source.safetensors")
+    source = load_checkpoint(source_path)
+
+    run = tmp_path / "continued"
+    create_run_from_checkpoint(run, source_path)
+    train(run, data, _diffusion_config(1, lr=0.0, ema_decay=0.0), progress=False)  # lr 0: the start, unchanged
+    start = load_checkpoint(export(run, tmp_path / "start.safetensors"))
+    for part in ("unet", "text", "vae"):  # the VAE's buffers include the latent statistics
+        expected = getattr(source, part).state_dict()
+        for key, value in getattr(start, part).state_dict().items():
+            torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=f"{part}.{key}")
+    assert start.latent_rgb == source.latent_rgb
+    assert start.metadata["f1.train_step"] == "21" and "from source.safetensors" in start.metadata["f1.description"]
+
+    train(run, data, _diffusion_config(30), progress=False)
+    later = load_checkpoint(export(run, tmp_path / "later.safetensors"))
+    assert _fixed_batch_loss(later, data) < _fixed_batch_loss(source, data)
+
+
+def test_run_from_a_partial_checkpoint_is_refused(vae_run, tmp_path):
+    from f1core.checkpoint import save_checkpoint
+    from f1core.train import create_run_from_checkpoint
+    data = ToyDataset()
+    run = _copy_run(vae_run, tmp_path / "run")
+    train(run, data, _diffusion_config(1), progress=False)
+    full = load_checkpoint(export(run, tmp_path / "full.safetensors"))
+    unet_only = save_checkpoint(tmp_path / "unet_only.safetensors", full.config, unet=full.unet)
+    with pytest.raises(ValueError, match=r"unet_only.safetensors lacks the part\(s\) \['vae', 'text'\]"):
+        create_run_from_checkpoint(tmp_path / "new", unet_only)
+    create_run_from_checkpoint(tmp_path / "again", tmp_path / "full.safetensors")
+    with pytest.raises(ValueError, match="already holds a run"):
+        create_run_from_checkpoint(tmp_path / "again", tmp_path / "full.safetensors")
 
 
 def test_bad_config_is_rejected_clearly():

@@ -1,6 +1,7 @@
 """F.1 training from the command line. A run directory is created once, then each stage runs (and resumes) in it:
 
     python -m f1core.train init RUN_DIR --preset scenes [--data scenes|IMAGE_FOLDER]
+    python -m f1core.train init RUN_DIR --from CKPT.safetensors   (fine-tune or continue a trained checkpoint)
     python -m f1core.train vae RUN_DIR --steps 4000 [--batch-size 16] [--set kl_weight=1e-6 ...]
     python -m f1core.train diffusion RUN_DIR --steps 60000 [--set unet_adversarial_weight=0.05 ...]
     python -m f1core.train export RUN_DIR OUT.safetensors
@@ -22,7 +23,7 @@ from .. import config as f1config
 from ..checkpoint import read_metadata
 from . import distributed as dist_utils
 from .data import ImageFolderDataset, SceneDataset
-from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, export, train
+from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, create_run_from_checkpoint, export, train
 
 
 def make_dataset(data: str, resolution: int):
@@ -55,6 +56,9 @@ def main(argv=None):
     init.add_argument("--vocab-size", type=int, default=1024)
     init.add_argument("--data", default="scenes")
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--from", dest="init_from", metavar="CKPT",
+                      help="start from a trained F.1 checkpoint's weights, config and vocabularies (--preset, "
+                           "--vocab-size and --data are then unused)")
     for stage in STAGES:
         p = sub.add_parser(stage, help=f"train (or resume) the {stage} stage")
         p.add_argument("run_dir")
@@ -71,6 +75,9 @@ def main(argv=None):
     out.add_argument("out_path")
     args = parser.parse_args(argv)
 
+    if args.command == "init" and args.init_from:
+        print(create_run_from_checkpoint(args.run_dir, args.init_from))
+        return
     if args.command == "init":
         preset = f1config.PRESETS[args.preset]
         config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()

@@ -43,6 +43,8 @@ from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructio
 
 STAGES = ("vae", "diffusion", "decoder")
 BASE_NAME = "base.safetensors"
+INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
+CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,25 @@ def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0) -> P
         torch.manual_seed(seed)
         parts = {name: build_part(name, config, metadata) for name in ("unet", "vae", "text")}
     return save_checkpoint(base, config, **parts, extra_metadata={"f1.description": "training run init"})
+
+
+def create_run_from_checkpoint(run_dir, checkpoint_path) -> Path:
+    """Start a run from a trained F.1 checkpoint instead of a random init: to fine-tune it on other data, or to
+    continue a shipped model whose run directory is gone. Its config, vocabularies, weights and latent
+    statistics become the run's base, and its VAE counts as trained, so the diffusion stage can start at once."""
+    run_dir, checkpoint_path = Path(run_dir), Path(checkpoint_path)
+    if (run_dir / BASE_NAME).exists():
+        raise ValueError(f"run_dir: {run_dir} already holds a run; resume it or choose a new directory")
+    ckpt = load_checkpoint(checkpoint_path)
+    missing = [name for name in ("unet", "vae", "text") if getattr(ckpt, name) is None]
+    if missing:
+        raise ValueError(f"--from: {checkpoint_path.name} lacks the part(s) {missing}; start from a full F.1 "
+                         "checkpoint (unet, vae and text), as `python -m f1core.train export` writes")
+    return save_checkpoint(run_dir / BASE_NAME, ckpt.config, unet=ckpt.unet, vae=ckpt.vae, text=ckpt.text,
+                           latent_rgb=ckpt.latent_rgb,
+                           extra_metadata={"f1.description": f"training run init from {checkpoint_path.name}",
+                                           INIT_FROM_KEY: checkpoint_path.name,
+                                           **{k: ckpt.metadata[k] for k in CARRIED_KEYS if k in ckpt.metadata}})
 
 
 def _load_base(run_dir: Path):
@@ -358,6 +379,8 @@ def _reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, cfg: TrainCo
 
 def _trained_vae(run_dir: Path, base):
     vae_state = load_state(run_dir, "vae")
+    if vae_state is None and INIT_FROM_KEY in base.metadata:
+        return base.vae
     if vae_state is None:
         raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
     vae = base.vae
@@ -396,6 +419,11 @@ class DiffusionStage(_Stage):
         if state is not None:
             vae.load_state_dict(state["vae"])
             latent_rgb = json.loads(state["latent_rgb"])
+        elif INIT_FROM_KEY in base.metadata and load_state(run_dir, "vae") is None:
+            # the checkpoint's U-Net was trained on its VAE's latent statistics: keep them
+            vae = base.vae
+            latent_rgb = base.latent_rgb or fit_latent_rgb(vae, torch.stack(
+                [dataset.image(i) for i in range(min(len(dataset), config.latent_stat_images))]))
         else:
             vae = _trained_vae(run_dir, base)
             count = min(len(dataset), config.latent_stat_images)
@@ -516,8 +544,13 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
         parts[name] = module
     parts["vae"] = build_part("vae", config)
     parts["vae"].load_state_dict(state["vae"])
-    text = description or f"{config.name}, trained {state['step']} diffusion steps (EMA weights)"
-    metadata = {"f1.description": text, "f1.train_step": str(state["step"])}
+    # a run started from a checkpoint continues its step count and says where it started
+    step = int(base_metadata.get("f1.train_step", 0)) + int(state["step"])
+    origin = f", from {base_metadata[INIT_FROM_KEY]}" if INIT_FROM_KEY in base_metadata else ""
+    text = description or f"{config.name}, trained {step} diffusion steps{origin} (EMA weights)"
+    metadata = {"f1.description": text, "f1.train_step": str(step)}
+    if "f1.decoder_step" in base_metadata:
+        metadata["f1.decoder_step"] = base_metadata["f1.decoder_step"]
     decoder_state = load_state(run_dir, "decoder")
     if decoder_state is not None:
         weights = decoder_state["ema"]
