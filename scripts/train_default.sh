@@ -5,8 +5,12 @@
 #
 # Every stage checkpoints into $RUN every few minutes and on Ctrl-C/SIGTERM; running the script again resumes
 # where it stopped (finished stages return at once). The last step writes models/f1-tiny-scenes.safetensors.
-# No stage's learning rate depends on its total steps, so raising DIFFUSION_STEPS later continues the same run.
-# Scale out: THREADS=4 for one process, or replace "$PY -m" with "torchrun --nproc_per_node N -m".
+# No stage's learning rate depends on its total steps, so raising a stage's steps later continues the same run.
+#
+# Phase 1 (one process, one thread) is what the first sessions ran: VAE, diffusion, decoder, exported to
+# $RUN/phase1.safetensors. Phase 2 continued that file in a later session whose run directory was gone
+# (`init --from`), on both cores through torchrun (DDP, gloo) at a global batch of 64: a fresh optimizer at
+# 3e-4, then 1e-4 for the EMA to settle. NPROC only changes the speed: ranks split the same global batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -15,8 +19,12 @@ THREADS=${THREADS:-1}
 VAE_STEPS=${VAE_STEPS:-6000}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-17000}
 DECODER_STEPS=${DECODER_STEPS:-2000}
+CONTINUE_RUN=${CONTINUE_RUN:-$RUN-continued}
+CONTINUE_STEPS=${CONTINUE_STEPS:-30000}
+NPROC=${NPROC:-2}
 OUT=${OUT:-models/f1-tiny-scenes.safetensors}
 RUN_AS="nice -n 10 $PY -m f1core.train"
+RUN_DDP="nice -n 10 $PY -m torch.distributed.run --standalone --nproc_per_node $NPROC -m f1core.train"
 
 [ -f "$RUN/base.safetensors" ] || $PY -m f1core.train init "$RUN" --preset scenes --data scenes
 $RUN_AS vae "$RUN" --steps 4000 --batch-size 16 --lr 5e-4 --threads "$THREADS" --no-progress \
@@ -29,4 +37,9 @@ $RUN_AS diffusion "$RUN" --steps "$DIFFUSION_STEPS" --batch-size 32 --lr 3e-4 --
 # The decoder alone, on the frozen encoder's latents and without the discriminator: sharper images, same latents.
 $RUN_AS decoder "$RUN" --steps "$DECODER_STEPS" --batch-size 16 --lr 2e-4 --threads "$THREADS" --no-progress \
     --set checkpoint_every=250
-$PY -m f1core.train export "$RUN" "$OUT"
+[ -f "$RUN/phase1.safetensors" ] || $PY -m f1core.train export "$RUN" "$RUN/phase1.safetensors"
+
+[ -f "$CONTINUE_RUN/base.safetensors" ] || $PY -m f1core.train init "$CONTINUE_RUN" --from "$RUN/phase1.safetensors"
+OMP_NUM_THREADS=1 $RUN_DDP diffusion "$CONTINUE_RUN" --steps "$CONTINUE_STEPS" --batch-size 64 --lr 3e-4 \
+    --threads 1 --no-progress --set checkpoint_every=500
+$PY -m f1core.train export "$CONTINUE_RUN" "$OUT"
