@@ -10,7 +10,7 @@
 # Phase 1 (one process, one thread) is what the first sessions ran: VAE, diffusion, decoder, exported to
 # $RUN/phase1.safetensors. Phase 2 continued that file in a later session whose run directory was gone
 # (`init --from`), on both cores through torchrun (DDP, gloo) at a global batch of 64: a fresh optimizer at
-# 3e-4, then 1e-4 for the EMA to settle. NPROC only changes the speed: ranks split the same global batch.
+# 3e-4 for 30,000 steps. NPROC only changes the speed: ranks split the same global batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
