@@ -1,5 +1,5 @@
 """The shipped default, models/f1-tiny-scenes.safetensors: it loads, fits the size budget, and its images follow
-the prompt's colour (read back by the evaluator's detector). The full compositional scores are in README."""
+the prompt's colour and shape (read back by the evaluator's detector). The full compositional scores are in README."""
 from pathlib import Path
 
 import pytest
@@ -36,3 +36,17 @@ def test_the_largest_object_has_the_prompted_colour(pipe):
             hits += found == colour
             seen.append((colour, found))
     assert hits >= 0.75 * len(seen), seen  # chance is 1/8 (the palette); the shipped model gets 24/24
+
+
+def test_the_largest_object_has_the_prompted_shape(pipe):
+    shapes = ("circle", "triangle", "star", "square", "hexagon", "diamond")
+    hits, seen = 0, []
+    for shape in shapes:
+        images = upscale_for_detector(pipe([f"a large red {shape}"] * SEEDS, seed=100))
+        for image in images:
+            objects = detect(image).objects
+            found = max(objects, key=lambda o: o.area).shape if objects else None
+            hits += found == shape
+            seen.append((shape, found))
+    # chance is 1/6; the shipped model gets 21/24 (hexagons mostly come out as circles)
+    assert hits >= 0.6 * len(seen), seen
