@@ -378,14 +378,16 @@ def _reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, cfg: TrainCo
 
 
 def _trained_vae(run_dir: Path, base):
+    """(vae, from_checkpoint): the vae stage's EMA weights, else, in a run started from a checkpoint, that
+    checkpoint's own VAE."""
     vae_state = load_state(run_dir, "vae")
     if vae_state is None and INIT_FROM_KEY in base.metadata:
-        return base.vae
+        return base.vae, True
     if vae_state is None:
         raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
     vae = base.vae
     vae.load_state_dict({k[len("vae."):]: v for k, v in vae_state["ema"].items()})
-    return vae
+    return vae, False
 
 
 class DecoderStage(_Stage):
@@ -395,7 +397,7 @@ class DecoderStage(_Stage):
     def __init__(self, run_dir, dataset, config, device):
         super().__init__(run_dir, dataset, config, device)
         base = _load_base(run_dir)
-        self._finish_init(DecoderTrainee(_trained_vae(run_dir, base).train()), None, {})
+        self._finish_init(DecoderTrainee(_trained_vae(run_dir, base)[0].train()), None, {})
 
     def step(self, step: int) -> dict:
         cfg = self.config
@@ -419,17 +421,13 @@ class DiffusionStage(_Stage):
         if state is not None:
             vae.load_state_dict(state["vae"])
             latent_rgb = json.loads(state["latent_rgb"])
-        elif INIT_FROM_KEY in base.metadata and load_state(run_dir, "vae") is None:
-            # the checkpoint's U-Net was trained on its VAE's latent statistics: keep them
-            vae = base.vae
-            latent_rgb = base.latent_rgb or fit_latent_rgb(vae, torch.stack(
-                [dataset.image(i) for i in range(min(len(dataset), config.latent_stat_images))]))
         else:
-            vae = _trained_vae(run_dir, base)
+            vae, from_checkpoint = _trained_vae(run_dir, base)
             count = min(len(dataset), config.latent_stat_images)
             images = torch.stack([dataset.image(i) for i in range(count)])
-            vae.fit_latent_stats(images)
-            latent_rgb = fit_latent_rgb(vae, images)
+            if not from_checkpoint:  # a checkpoint's U-Net was trained on its VAE's latent statistics: keep them
+                vae.fit_latent_stats(images)
+            latent_rgb = base.latent_rgb if from_checkpoint and base.latent_rgb else fit_latent_rgb(vae, images)
         self.vae = vae.eval().requires_grad_(False).to(device)
         self.latents = self._encode_all()
         with _seeded(config.seed):
