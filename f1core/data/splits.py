@@ -3,7 +3,8 @@
 The splits are generated from fixed seeds with a version-stable random source, and the test and validation
 splits are pinned by digest, so a change to any generator is caught instead of silently moving the benchmark.
 Held-out combinations (longtail.HELD_OUT) never appear in train or validation; the test split carries them
-as its rare subset.
+as its rare subset. The spec space is small (a train draw of 3,000 per category repeats a val or test spec 27%
+of the time), so the train split drops every spec that val or test holds: a test caption is never trained on.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def generate_split(name: str, per_category: int | None = None, law: ConceptLaw =
         specs += [sample_spec(category, rng, law) for _ in range(n)]
     if name == "test":
         specs += rare_specs(HELD_OUT, RARE_PER_COMBO, derive_seed("split", "test", "rare"))
+    if name == "train":
+        evaluated = set(load_split("val")) | set(load_split("test"))
+        specs = [s for s in specs if s not in evaluated]
     return specs
 
 

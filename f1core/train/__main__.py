@@ -6,7 +6,7 @@
     python -m f1core.train diffusion RUN_DIR --steps 60000 [--set unet_adversarial_weight=0.05 ...]
     python -m f1core.train export RUN_DIR OUT.safetensors
 
---data is `scenes` (the scene engine's train split with paraphrased captions and long-tail oversampling) or a
+--data is `scenes` or `scenes:N` (the scene engine's train split, or N specs drawn per category with paraphrased captions and long-tail oversampling) or a
 folder of images with same-stem .txt captions. Scale out with `torchrun --nproc_per_node N -m f1core.train ...`.
 Ctrl-C or SIGTERM saves the state after the current step; running the same command again continues it.
 """
@@ -27,8 +27,10 @@ from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, create_run_from
 
 
 def make_dataset(data: str, resolution: int):
-    if data == "scenes":
-        return SceneDataset.split("train", resolution=resolution)
+    """`scenes` (the train split), `scenes:N` (N specs drawn per category, for a larger pool), or a folder."""
+    name, _, per_category = data.partition(":")
+    if name == "scenes":
+        return SceneDataset.split("train", int(per_category) if per_category else None, resolution=resolution)
     return ImageFolderDataset(data, resolution=resolution)
 
 
