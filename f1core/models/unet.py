@@ -3,7 +3,9 @@ and cross-scale attention between resolution levels.
 
 Its forward follows ComfyUI's BaseModel contract `(x, timesteps, context, y, control, transformer_options)`:
 it calls `apply_control` at every level with core's names ('input', 'middle', 'output') and sets
-`transformer_options["block"]` like core's UNetModel, so ControlNets and attention patches reach it.
+`transformer_options` "block", "original_shape", "transformer_index" (and, per attention level,
+"activations_shape") like core's UNetModel, and runs core's emb, input/output block and middle patches,
+so ControlNets and attention patches (HyperTile, ToMe, GLIGEN, regional attention) reach it.
 """
 import math
 
@@ -58,7 +60,7 @@ class ConvFormerBlock(nn.Module):
     """A convolutional residual block followed, where configured, by a transformer mixer."""
 
     def __init__(self, in_ch, out_ch, emb_dim, config: UNetConfig, attention: bool, cross_scale: bool,
-                 memory_dim: int, operations=None, device=None, dtype=None):
+                 memory_dim: int, operations=None, device=None, dtype=None, attention_fn=None):
         super().__init__()
         kw = dict(operations=operations, device=device, dtype=dtype)
         self.res = ResBlock(in_ch, out_ch, emb_dim, **kw)
@@ -66,7 +68,8 @@ class ConvFormerBlock(nn.Module):
         if attention:
             heads = max(1, out_ch // config.head_dim)
             self.mixer = TransformerMixer(out_ch, heads, out_ch // heads, config.context_dim,
-                                          config.transformer_depth, memory_dim if cross_scale else None, **kw)
+                                          config.transformer_depth, memory_dim if cross_scale else None, **kw,
+                                          attention_fn=attention_fn)
 
     def forward(self, x, emb, context, memory, transformer_options, context_mask=None):
         x = self.res(x, emb)
@@ -110,7 +113,9 @@ class ScaleMemory(nn.Module):
 
 
 class F1UNet(nn.Module):
-    def __init__(self, config: UNetConfig, operations=None, device=None, dtype=None):
+    def __init__(self, config: UNetConfig, operations=None, device=None, dtype=None, attention_fn=None):
+        """attention_fn: the host's attention function with core's signature (ComfyUI's optimized_attention);
+        None uses F.1's own (torch SDPA)."""
         super().__init__()
         ops = resolve(operations)
         self.config = config
@@ -132,7 +137,7 @@ class F1UNet(nn.Module):
         def block(cin, cout, level, cross_scale=None):
             cs = level in config.cross_scale_levels if cross_scale is None else cross_scale
             return ConvFormerBlock(cin, cout, emb_dim, config, level in config.attention_levels, cs,
-                                   memory_dim, **kw)
+                                   memory_dim, **kw, attention_fn=attention_fn)
 
         # Encoder: entries are (module, level, kind). Like core's UNetModel, every entry leaves a skip.
         self.conv_in = ops.Conv2d(config.in_channels, ch, 3, padding=1, device=device, dtype=dtype)
@@ -152,7 +157,8 @@ class F1UNet(nn.Module):
                 self._input_levels.append(level)
                 skip_channels.append(cur)
 
-        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, cross_scale, memory_dim, **kw)
+        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, cross_scale, memory_dim, **kw,
+                                            attention_fn=attention_fn)
 
         self.output_blocks = nn.ModuleList()
         self._output_upsample = nn.ModuleDict()
@@ -175,8 +181,12 @@ class F1UNet(nn.Module):
         if context is None:
             raise ValueError("F1UNet needs `context` (the text embedding); got None")
         transformer_options = dict(transformer_options)
+        transformer_options["original_shape"] = list(x.shape)
+        transformer_options["transformer_index"] = 0
         patches = transformer_options.get("patches", {})
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
+        for patch in patches.get("emb_patch", []):
+            emb = patch(emb, self.config.model_channels, transformer_options)
         if y is not None:
             emb = emb + self.pooled_embed(y.to(x.dtype))
         context = context.to(x.dtype)
@@ -198,6 +208,8 @@ class F1UNet(nn.Module):
             for patch in patches.get("input_block_patch", []):
                 h = patch(h, transformer_options)
             skips.append(h)
+            for patch in patches.get("input_block_patch_after_skip", []):
+                h = patch(h, transformer_options)
         memory = None
         if self.memory is not None:
             memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
