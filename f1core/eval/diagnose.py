@@ -19,14 +19,23 @@ from .evaluate import EvalReport, evaluate_pairs
 BATCH = 32
 
 
+def render_truth(specs, size: int) -> torch.Tensor:
+    """The specs rendered at `size` (scene i with seed i), [N, 3, size, size] in [0, 1]."""
+    return torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
+
+
+@torch.no_grad()
+def reconstruct(vae, truth: torch.Tensor) -> torch.Tensor:
+    """Encode + decode images in [0, 1] through `vae`, on its device; the result is on the CPU, in [0, 1]."""
+    device = next(vae.parameters()).device
+    recon = torch.cat([vae.decode(vae.encode(b.to(device) * 2 - 1)).cpu() for b in truth.split(BATCH)])
+    return ((recon + 1) / 2).clamp(0, 1)
+
+
 def truth_and_reconstruction(pipe, specs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The specs rendered at the model's resolution (scene i with seed i), and their VAE reconstructions."""
-    size = pipe.config.resolution
-    truth = torch.stack([render_scene(spec, size, seed=i).image.permute(2, 0, 1) for i, spec in enumerate(specs)])
-    with torch.no_grad():
-        recon = torch.cat([pipe.vae.decode(pipe.vae.encode(b.to(pipe.device) * 2 - 1)).cpu()
-                           for b in truth.split(BATCH)])
-    return truth, ((recon + 1) / 2).clamp(0, 1)
+    """The specs rendered at the model's resolution, and their VAE reconstructions."""
+    truth = render_truth(specs, pipe.config.resolution)
+    return truth, reconstruct(pipe.vae, truth)
 
 
 def judge(images: torch.Tensor, specs) -> EvalReport:

@@ -1,6 +1,8 @@
 """Exponential moving average of a module's weights: the weights a trained checkpoint ships."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -34,3 +36,9 @@ class EMA:
             raise ValueError(f"EMA state lacks {len(missing)} keys (e.g. {sorted(missing)[:3]}); "
                              "the run was made with a different model config")
         self.shadow = {k: state[k].clone().float() for k in self.shadow}
+
+    def averaged(self, module: torch.nn.Module) -> torch.nn.Module:
+        """A copy of `module` holding the averaged weights (frozen ones as they are), in eval mode."""
+        out = copy.deepcopy(module).eval()
+        out.load_state_dict(self.shadow, strict=False)  # copy_ casts to each parameter's dtype
+        return out

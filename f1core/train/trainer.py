@@ -2,10 +2,11 @@
 
 A run directory holds everything a later session needs to continue:
     base.safetensors   config, vocabularies and the random init every stage starts from
-    vae.pt, diffusion.pt, decoder.pt  per-stage state: weights, EMA, optimizers, step, RNG (torch.save,
-                       read weights_only). The optional decoder stage fine-tunes the VAE decoder alone on the
+    vae.pt, diffusion.pt, decoder.pt  per-stage state: weights, EMA, optimizers, step, RNG, training CPU
+                       seconds (torch.save, read weights_only). The optional decoder stage fine-tunes the VAE decoder alone on the
                        frozen encoder's latents, so it sharpens images without moving the U-Net's latent space.
     log.jsonl, loss.png   averaged losses per `log_every` steps and their plot
+    curve.png          with `curve_every`: the judge on a fixed val subset against samples and CPU-hours (curve.py)
 
 State is written every `checkpoint_every` steps, every `checkpoint_minutes`, at the end, and on SIGTERM/SIGINT
 (the current step finishes first). All randomness of a step comes from generators seeded by (seed, step), so a
@@ -35,6 +36,7 @@ from ..quantize import fake_quantize
 from ..text.vocab import build_vocab
 from . import distributed as dist_utils
 from .data import global_indices, global_rand, global_randn
+from .curve import CURVE_SCENES, ValCurve, plot_curve
 from .ema import EMA
 from .logplot import append_jsonl, plot_losses, read_jsonl
 from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructionHead, contrastive_loss,
@@ -61,6 +63,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 5.0
     log_every: int = 10
+    curve_every: int = 0           # samples between learning-curve points (the judge on val); 0: no curve
+    curve_scenes: int = CURVE_SCENES
     adversarial_start: int = 2000  # the discriminator joins late, once reconstructions/denoisings are sensible
     # VAE stage
     kl_weight: float = 1e-6
@@ -274,6 +278,7 @@ class _Stage:
                                                     betas=(0.5, 0.9), eps=self.config.adam_eps, weight_decay=0.0)
         self.ema = EMA(self.trainee, self.config.ema_decay)
         self.start = 0
+        self.cpu_seconds = 0.0   # training time of rank 0's process, scoring excluded
         state = load_state(self.run_dir, self.name)
         if state is not None:
             self.trainee.load_state_dict(state["trainee"])
@@ -284,6 +289,7 @@ class _Stage:
             self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             self.start = int(state["step"])
+            self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.trainee_ddp = _wrap(self.trainee, self.device)
         self.discriminator_ddp = _wrap(self.discriminator, self.device) if self.discriminator is not None else None
 
@@ -295,7 +301,7 @@ class _Stage:
                 "discriminator": self.discriminator.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict()}
             _save_state(_state_path(self.run_dir, self.name), {
                 "step": step, "trainee": self.trainee.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(),
+                "ema": self.ema.state_dict(), "torch_rng": torch.get_rng_state(), "cpu_seconds": self.cpu_seconds,
                 "train_config": json.dumps(dataclasses.asdict(self.config)), **adversary, **self.extra})
         dist_utils.barrier()
 
@@ -367,6 +373,9 @@ class VAEStage(_Stage):
             logs["discriminator_loss"] = self.discriminator_step(images, recon)
         return {"loss": float(loss.detach()), "kl_loss": float(kl.detach()), **logs}
 
+    def score(self, curve: ValCurve) -> dict:
+        return curve.score_vae(self.ema.averaged(self.trainee).vae)
+
 
 def _reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """L1 + MSE + the light structure (perceptual) term, and their logs with the batch's PSNR."""
@@ -407,6 +416,9 @@ class DecoderStage(_Stage):
         loss, logs = _reconstruction_loss(recon, images, cfg)
         self.optimise(step, loss)
         return {"loss": float(loss.detach()), **logs}
+
+    def score(self, curve: ValCurve) -> dict:
+        return curve.score_vae(self.ema.averaged(self.trainee).vae)
 
 
 class DiffusionStage(_Stage):
@@ -473,6 +485,10 @@ class DiffusionStage(_Stage):
                 "contrastive_loss": float(out["contrastive"].detach()) / dist_utils.world_size(),
                 "token_loss": float(out["token"].detach()), **logs}
 
+    def score(self, curve: ValCurve) -> dict:
+        averaged = self.ema.averaged(self.trainee)
+        return curve.score_model(self.f1_config, averaged.denoiser.unet, self.vae, averaged.text)
+
 
 def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool = True,
           stop_at: int | None = None) -> dict:
@@ -485,6 +501,8 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     end = config.steps if stop_at is None else min(config.steps, stop_at)
     is_main = dist_utils.rank() == 0
     log_path, plot_path = run_dir / "log.jsonl", run_dir / "loss.png"
+    resolution = F1Config.from_json(read_metadata(run_dir / BASE_NAME)["f1.config"]).resolution
+    curve = ValCurve(resolution, config.curve_scenes) if config.curve_every and is_main else None
     pending: dict[str, list[float]] = {}
     last_record: dict = {}
     last_save, window_start = time.monotonic(), time.monotonic()
@@ -495,7 +513,9 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     step = stage.start
     with _StopRequest() as stop:
         while step < end:
+            cpu_start = time.process_time()
             values = stage.step(step)
+            stage.cpu_seconds += time.process_time() - cpu_start
             step += 1
             for key, value in values.items():
                 pending.setdefault(key, []).append(value)
@@ -508,6 +528,18 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
                 if is_main:
                     append_jsonl(log_path, last_record)
                 pending, window_start = {}, time.monotonic()
+            if config.curve_every and (step * config.batch_size // config.curve_every
+                                       > (step - 1) * config.batch_size // config.curve_every):
+                scoring_start = time.monotonic()
+                if curve is not None:
+                    record = {"stage": config.stage, "step": step, "time": time.time(), "curve": True,
+                              "samples": step * config.batch_size,
+                              "cpu_hours": stage.cpu_seconds * dist_utils.world_size() / 3600,
+                              **stage.score(curve)}
+                    append_jsonl(log_path, record)
+                    plot_curve(read_jsonl(log_path), run_dir / "curve.png", title=str(run_dir.name))
+                dist_utils.barrier()
+                window_start += time.monotonic() - scoring_start  # scoring time is not training throughput
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
