@@ -6,6 +6,7 @@ A file holding a single part is accepted too. Only safetensors are ever read; pi
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,20 +83,31 @@ def load_checkpoint(path, parts=PARTS, device="cpu", dtype=None, operations=None
                               f"(metadata f1.format={metadata.get('f1.format')!r}, expected {FORMAT!r})")
     try:
         config = F1Config.from_json(metadata["f1.config"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path.name}: its F.1 config cannot be read ({e})") from e
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{path.name}: its F.1 config cannot be read ({e}); re-export the checkpoint") from e
     held = [p for p in metadata.get("f1.parts", "").split(",") if p]
     out = F1Checkpoint(config=config, path=str(path), metadata=metadata)
     if "f1.latent_rgb" in metadata:
-        out.latent_rgb = json.loads(metadata["f1.latent_rgb"])
+        out.latent_rgb = _latent_rgb(metadata["f1.latent_rgb"], config.unet.in_channels, path.name)
 
     wanted = [p for p in parts if p in held]
     if not wanted:
         raise CheckpointError(f"{path.name} holds parts {held}, none of the requested {list(parts)}")
     state = _read_tensors(path, wanted)
     for name in wanted:
+        what = f"{path.name} ({name})"
+        # The config sets the part's size: match it to the file's tensors on the meta device before allocating,
+        # so a config that does not belong to its weights cannot ask for more memory than the file holds.
+        try:
+            _check_keys(build_part(name, config, metadata, device="meta"), state[name], what)
+        except (ValueError, TypeError, RuntimeError) as e:
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{what}: its config describes a model that cannot be built ({e}); re-export "
+                                  "the checkpoint") from e
         module = build_part(name, config, metadata, operations=operations, device=device, dtype=dtype)
-        _load_strict(module, state[name], f"{path.name} ({name})")
+        _check_keys(module, state[name], what)
+        module.load_state_dict(state[name], strict=True)
         setattr(out, name, module.eval())
     return out
 
@@ -130,6 +142,25 @@ def tokenizer_metadata(text) -> dict[str, str]:
     return dict(zip(VOCAB_KEYS, (clip_vocab, clip_merges, roberta_vocab, roberta_merges)))
 
 
+def _latent_rgb(text: str, channels: int, name: str) -> dict:
+    """The preview factors, checked here so a bad file fails when it loads, not mid-sampling."""
+    def finite_row(row, length):
+        return (isinstance(row, list) and len(row) == length
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row))
+
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{name}: metadata f1.latent_rgb is not valid JSON ({e}); re-export the "
+                              "checkpoint") from None
+    if (not isinstance(value, dict) or not isinstance(value.get("factors"), list)
+            or len(value["factors"]) != channels or not all(finite_row(r, 3) for r in value["factors"])
+            or not finite_row(value.get("bias"), 3)):
+        raise CheckpointError(f"{name}: metadata f1.latent_rgb must be {{\"factors\": {channels} rows of 3 finite "
+                              "numbers, \"bias\": 3 finite numbers}; re-export the checkpoint")
+    return {"factors": value["factors"], "bias": value["bias"]}
+
+
 def _checked_path(path) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -153,7 +184,7 @@ def _read_tensors(path: Path, parts) -> dict[str, dict[str, torch.Tensor]]:
     return state
 
 
-def _load_strict(module: torch.nn.Module, state: dict, what: str):
+def _check_keys(module: torch.nn.Module, state: dict, what: str):
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -163,4 +194,3 @@ def _load_strict(module: torch.nn.Module, state: dict, what: str):
             f"{what} does not match its config: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
             f"{len(wrong_shape)} wrong shape (e.g. {wrong_shape[:3]})")
-    module.load_state_dict(state, strict=True)

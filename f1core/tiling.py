@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+from .interrupt import check_stop
+
 
 def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
                 scale: float, align: int) -> torch.Tensor:
@@ -15,7 +17,8 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
 
     `tile` and `overlap` are in input units and are snapped down to multiples of `align`, the granularity `fn`
     accepts (16 for images going into the VAE encoder, 2 for latents going into the decoder). An input that fits in
-    one tile is passed to `fn` whole, so the result is then identical to `fn(x)`.
+    one tile is passed to `fn` whole, so the result is then identical to `fn(x)`. A stop check (see
+    f1core.interrupt) runs before every tile.
     """
     if x.ndim != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
@@ -31,6 +34,7 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
         raise ValueError(f"overlap must be in [0, tile) after snapping to align={align}; got overlap={overlap}, "
                          f"tile={tile}: lower overlap or raise tile")
     if height <= tile and width <= tile:
+        check_stop()
         return fn(x)
 
     ramp = round(overlap * scale)
@@ -38,6 +42,7 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
     out = weight = None
     for top in _starts(height, tile, overlap, align):
         for left in _starts(width, tile, overlap, align):
+            check_stop()
             y = fn(x[..., top:top + th, left:left + tw])
             oh, ow, otop, oleft = (round(v * scale) for v in (th, tw, top, left))
             if y.shape[-2:] != (oh, ow):

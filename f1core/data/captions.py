@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..limits import MAX_CAPTION_CHARS
 from .knowledge import GRAPH, plural
 from .rng import StableRng
 from .spec import INVERSE_RELATION, ObjectSpec, Relation, SceneSpec, coerce_spec
@@ -101,10 +102,12 @@ def _index(kinds) -> dict[tuple[str, ...], tuple[str, str]]:
 _OBJECT_INDEX = _index(_OBJECT_KINDS)
 _RELATION_INDEX = _index(("relation",))
 _BACKGROUND_INDEX = _index(("background",))
+# No phrase is longer than this, so a match is looked for only that far ahead: linear in the caption's length.
+_LONGEST_PHRASE = max(len(key) for index in (_OBJECT_INDEX, _RELATION_INDEX, _BACKGROUND_INDEX) for key in index)
 
 
 def _longest_match(tokens: list[str], start: int, index: dict) -> tuple[int, tuple[str, str]] | None:
-    for end in range(len(tokens), start, -1):
+    for end in range(min(len(tokens), start + _LONGEST_PHRASE), start, -1):
         hit = index.get(tuple(tokens[start:end]))
         if hit is not None:
             return end, hit
@@ -170,6 +173,9 @@ def parse_caption(text: str) -> SceneSpec:
     """Read a caption (canonical or paraphrased) back to its spec; raises ValueError naming what is wrong."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("parse_caption: expected a non-empty caption such as 'a red circle left of a blue square'")
+    if len(text) > MAX_CAPTION_CHARS:
+        raise ValueError(f"parse_caption: the caption is {len(text)} characters, over the limit of "
+                         f"{MAX_CAPTION_CHARS}; a scene holds at most a few objects, so describe each once")
     normal = _normalise(text)
     background = None
     found = _BACKGROUND_RE.search(normal)

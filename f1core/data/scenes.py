@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..interrupt import check_stop
 from .captions import caption as caption_of, parse_caption
 from .rng import StableRng, derive_seed
 from .spec import BACKGROUNDS, COLOURS, SIZES, ObjectSpec, SceneSpec, coerce_spec
@@ -174,6 +175,7 @@ def _layout(spec: SceneSpec, rng: StableRng, width: int, height: int, avoid) -> 
     # anchors go first so the related object can be placed against them
     order = sorted(range(len(spec.objects)), key=lambda i: spec.objects[i].relation is not None)
     for _ in range(200):
+        check_stop()  # a crowded scene can take many attempts
         placed = _place_all(spec, resolved, order, rng, width, height, margin, gap)
         if placed is not None:
             return placed
@@ -208,6 +210,7 @@ def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 
     edge_width = max(1.0, min(width, height) / 128)
 
     for n, p in enumerate(placed):
+        check_stop()
         cx, cy, r = p.x * width, p.y * height, p.radius
         top, bottom = max(0, int(cy - r - 2)), min(height, int(cy + r + 3))
         left, right = max(0, int(cx - r - 2)), min(width, int(cx + r + 3))

@@ -9,6 +9,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from ..limits import MAX_CAPTION_CHARS
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 
 # sRGB 0-255; well apart in Lab so a tiny model can learn them and the detector can tell them apart.
@@ -45,7 +47,7 @@ CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position",
 
 
 def _check_choice(where: str, value, choices) -> None:
-    if value is not None and value not in choices:
+    if value is not None and (not isinstance(value, str) or value not in choices):
         raise ValueError(f"{where}: unknown value {value!r}; choose one of {sorted(choices)} or leave it unset")
 
 
@@ -72,7 +74,7 @@ class ObjectSpec:
     relation: Relation | None = None
 
     def __post_init__(self):
-        if self.shape not in SHAPES:
+        if not isinstance(self.shape, str) or self.shape not in SHAPES:
             raise ValueError(f"shape: unknown value {self.shape!r}; choose one of {list(SHAPES)}")
         _check_choice("colour", self.colour, COLOURS)
         _check_choice("style", self.style, STYLES)
@@ -214,10 +216,16 @@ class SceneSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "SceneSpec":
+        if len(text) > MAX_CAPTION_CHARS:
+            raise ValueError(f"spec: the JSON is {len(text)} characters, over the limit of {MAX_CAPTION_CHARS}; "
+                             "a scene holds at most a few objects")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"spec: not valid JSON ({err})") from None
+        except RecursionError:
+            raise ValueError("spec: the JSON is nested too deeply; a spec is an object holding a list of "
+                             "objects") from None
         return cls.from_dict(data)
 
     def canonical_key(self) -> tuple:

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 
 from ..config import TextConfig
+from ..interrupt import check_stop
+from ..limits import check_prompt_tokens
 from .adapter import FusionAdapter
 from .clip import CLIPTextTower
 from .roberta import RobertaEncoder
@@ -48,9 +50,14 @@ class TextEncoding:
     weights: torch.Tensor   # [B, 2] softmax weights of (clip, roberta) per prompt
 
 
-def _windows(tokenizer: BPETokenizer, prompts: list[str], window: int):
-    """ids [B, K, window], attention [B, K, window], real-window flags [B, K]; short prompts repeat their windows."""
+def _windows(tokenizer: BPETokenizer, prompts: list[str], window: int, max_tokens: int | None = None):
+    """ids [B, K, window], attention [B, K, window], real-window flags [B, K]; short prompts repeat their windows.
+    A prompt of more than `max_tokens` tokens is refused (PromptTooLong)."""
     per_prompt = [tokenizer.chunks(prompt, window) for prompt in prompts]
+    if max_tokens is not None:
+        for chunks in per_prompt:  # every window holds bos and eos besides its tokens
+            check_prompt_tokens(sum(chunks.lengths) - 2 * len(chunks.lengths), max_tokens,
+                                type(tokenizer).__name__.removesuffix("Tokenizer"))
     count = max(len(chunks.ids) for chunks in per_prompt)
     ids, attention, real = [], [], []
     for chunks in per_prompt:
@@ -63,15 +70,17 @@ def _windows(tokenizer: BPETokenizer, prompts: list[str], window: int):
 
 
 def tokenize_prompts(prompts: list[str], clip_tokenizer: CLIPTokenizer, roberta_tokenizer: RobertaTokenizer,
-                     clip_window: int, roberta_window: int) -> TokenBatch:
-    """CPU-side tokenization, usable in a data loader; feed the result to `F1TextEncoder.encode_ids`."""
+                     clip_window: int, roberta_window: int, max_tokens: int | None = None) -> TokenBatch:
+    """CPU-side tokenization, usable in a data loader; feed the result to `F1TextEncoder.encode_ids`.
+    With `max_tokens`, a prompt longer than that (in either tower's tokens) raises PromptTooLong."""
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts must be a non-empty list of str (wrap a single prompt in a list)")
     bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
     if bad:
         raise ValueError(f"prompts must all be str, found {bad[:3]}")
-    clip_ids, _, clip_windows = _windows(clip_tokenizer, list(prompts), clip_window)
-    roberta_ids, roberta_attention, roberta_windows = _windows(roberta_tokenizer, list(prompts), roberta_window)
+    clip_ids, _, clip_windows = _windows(clip_tokenizer, list(prompts), clip_window, max_tokens)
+    roberta_ids, roberta_attention, roberta_windows = _windows(roberta_tokenizer, list(prompts), roberta_window,
+                                                               max_tokens)
     return TokenBatch(clip_ids, clip_windows, roberta_ids, roberta_attention, roberta_windows)
 
 
@@ -108,18 +117,18 @@ class F1TextEncoder(nn.Module):
     def roberta_window(self) -> int:
         return min(self.config.roberta.max_length, ROBERTA_WINDOW_CAP)
 
-    def tokenize(self, prompts: list[str]) -> TokenBatch:
+    def tokenize(self, prompts: list[str], max_tokens: int | None = None) -> TokenBatch:
         return tokenize_prompts(prompts, self.clip_tokenizer, self.roberta_tokenizer,
-                                self.clip_window, self.roberta_window)
+                                self.clip_window, self.roberta_window, max_tokens)
 
-    def encode(self, prompts: list[str]) -> TextEncoding:
+    def encode(self, prompts: list[str], max_tokens: int | None = None) -> TextEncoding:
         device = next(self.parameters()).device
-        return self.encode_ids(self.tokenize(prompts).to(device))
+        return self.encode_ids(self.tokenize(prompts, max_tokens).to(device))
 
     def encode_ids(self, tokens: TokenBatch) -> TextEncoding:
         batch, clip_count, clip_length = tokens.clip_ids.shape
         _, roberta_count, roberta_length = tokens.roberta_ids.shape
-        clip_out = self.clip(tokens.clip_ids.reshape(batch * clip_count, clip_length))
+        clip_out = _per_window(self.clip, tokens.clip_ids)
         # The penultimate CLIP layer (as SD2/SDXL use) keeps more token detail than the final, contrastive one.
         clip_hidden = clip_out.penultimate_hidden.reshape(batch, clip_count * clip_length, -1)
         clip_mask = tokens.clip_windows[..., None].expand(-1, -1, clip_length).reshape(batch, -1)
@@ -127,13 +136,22 @@ class F1TextEncoder(nn.Module):
         if self.adapter is None:
             weights = clip_pooled.new_tensor([1.0, 0.0]).expand(batch, 2)
             return TextEncoding(clip_hidden, clip_mask, clip_pooled, weights)
-        roberta_out = self.roberta(tokens.roberta_ids.reshape(batch * roberta_count, roberta_length),
-                                   tokens.roberta_attention.reshape(batch * roberta_count, roberta_length))
+        roberta_out = _per_window(self.roberta, tokens.roberta_ids, tokens.roberta_attention)
         roberta_hidden = roberta_out.last_hidden.reshape(batch, roberta_count * roberta_length, -1)
         roberta_mask = (tokens.roberta_attention & tokens.roberta_windows[..., None]).reshape(batch, -1)
         fused = self.adapter(clip_hidden, clip_mask, clip_pooled, roberta_hidden, roberta_mask,
                              _mean_over_windows(roberta_out.pooled, tokens.roberta_windows))
         return TextEncoding(fused.context, fused.mask, fused.pooled, fused.weights)
+
+
+def _per_window(tower: nn.Module, *inputs: torch.Tensor):
+    """The tower over [B, K, L] inputs, one window position at a time (windows are independent), with a stop
+    check between them; outputs are laid out as one call over the [B*K, L] rows would give them."""
+    outputs = []
+    for k in range(inputs[0].shape[1]):
+        check_stop()
+        outputs.append(tower(*(x[:, k] for x in inputs)))
+    return type(outputs[0])(*(torch.stack(field, dim=1).flatten(0, 1) for field in zip(*outputs)))
 
 
 def _check_tokenizer(tokenizer, kind: type, name: str, tower_config) -> None:
