@@ -302,3 +302,31 @@ def test_loss_plot_keeps_stages_apart_when_they_log_side_by_side(tmp_path):
     assert [s for s, _ in series["decoder/loss"]] == [10, 20, 30, 40, 50]
     assert all(abs(v - (-2.0)) < 1e-9 for _, v in series["decoder/loss"])  # not mixed with diffusion's 0.5
     assert plot_losses(records, tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_learning_curve_is_logged_and_the_latent_pool_reused(vae_run, tmp_path, monkeypatch):
+    from f1core.train import trainer as trainer_module
+    data = ToyDataset()
+    run = _copy_run(vae_run, tmp_path / "curve")
+    # 4 samples a step, a point every 8 samples: steps 2 and 4
+    train(run, data, _diffusion_config(4, curve_every=8, curve_scenes=7), progress=False, stop_at=2)
+    assert (run / trainer_module.LATENTS_NAME).is_file()
+
+    def encode_again(self, *args, **kwargs):
+        raise AssertionError("the resumed run encoded the pool again instead of reading latents.pt")
+    monkeypatch.setattr(trainer_module.DiffusionStage, "_encode_all", encode_again)
+    train(run, data, _diffusion_config(4, curve_every=8, curve_scenes=7), progress=False)
+
+    points = [r for r in read_jsonl(run / "log.jsonl") if r.get("curve")]
+    assert [(p["stage"], p["step"], p["samples"]) for p in points] == [("diffusion", 2, 8), ("diffusion", 4, 16)]
+    assert 0 < points[0]["cpu_hours"] < points[1]["cpu_hours"]   # carried over the resume
+    assert all(0.0 <= p["overall"] <= 1.0 and "acc_position" in p for p in points)
+    assert (run / "curve.png").stat().st_size > 0
+
+
+def test_vae_curve_scores_reconstructions(vae_run, tmp_path):
+    run = _copy_run(vae_run, tmp_path / "vae-curve")
+    train(run, ToyDataset(), _vae_config(32, curve_every=8, curve_scenes=7), progress=False)
+    points = [r for r in read_jsonl(run / "log.jsonl") if r.get("curve")]
+    assert [p["step"] for p in points] == [32]   # the run resumed at step 30; 32 * 4 crosses a multiple of 8
+    assert 5.0 < points[0]["psnr"] < 60.0 and 0.0 <= points[0]["overall"] <= 1.0

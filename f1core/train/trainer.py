@@ -5,6 +5,7 @@ A run directory holds everything a later session needs to continue:
     vae.pt, diffusion.pt, decoder.pt  per-stage state: weights, EMA, optimizers, step, RNG, training CPU
                        seconds (torch.save, read weights_only). The optional decoder stage fine-tunes the VAE decoder alone on the
                        frozen encoder's latents, so it sharpens images without moving the U-Net's latent space.
+    latents.pt         the diffusion stage's pool of encoded latents (reused while the VAE and data match)
     log.jsonl, loss.png   averaged losses per `log_every` steps and their plot
     curve.png          with `curve_every`: the judge on a fixed val subset against samples and CPU-hours (curve.py)
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -45,6 +47,7 @@ from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructio
 
 STAGES = ("vae", "diffusion", "decoder")
 BASE_NAME = "base.safetensors"
+LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
 CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
 
@@ -441,7 +444,7 @@ class DiffusionStage(_Stage):
                 vae.fit_latent_stats(images)
             latent_rgb = base.latent_rgb if from_checkpoint and base.latent_rgb else fit_latent_rgb(vae, images)
         self.vae = vae.eval().requires_grad_(False).to(device)
-        self.latents = self._encode_all()
+        self.latents = self._cached_latents()
         with _seeded(config.seed):
             trainee = DiffusionTrainee(base.config, base.unet.train(), base.text.train())
             discriminator = PatchDiscriminator(base.config.unet.in_channels, width=64, layers=2)
@@ -449,9 +452,23 @@ class DiffusionStage(_Stage):
                           {"vae": {k: v.cpu() for k, v in self.vae.state_dict().items()},
                            "latent_rgb": json.dumps(latent_rgb)})
 
+    def _cached_latents(self) -> torch.Tensor:
+        """Posterior-mean latents of every dataset image, encoded once by the frozen VAE and kept in
+        latents.pt (float16), so a resumed run, or a sweep run sharing the file, does not encode again."""
+        path = self.run_dir / LATENTS_NAME
+        key = _latents_key(self.vae, self.dataset)
+        if path.is_file():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached["key"] == key:
+                return cached["latents"].float()
+        latents = self._encode_all().half()   # a fresh pool trains on the same values as a cached one
+        if dist_utils.rank() == 0:
+            _save_state(path, {"key": key, "latents": latents})
+        dist_utils.barrier()
+        return latents.float()
+
     @torch.no_grad()
     def _encode_all(self, chunk: int = 64) -> torch.Tensor:
-        """Posterior-mean latents of every dataset image, encoded once by the frozen VAE."""
         out = []
         for start in range(0, len(self.dataset), chunk):
             images = torch.stack([self.dataset.image(i) for i in range(start, min(len(self.dataset), start + chunk))])
@@ -488,6 +505,17 @@ class DiffusionStage(_Stage):
     def score(self, curve: ValCurve) -> dict:
         averaged = self.ema.averaged(self.trainee)
         return curve.score_model(self.f1_config, averaged.denoiser.unet, self.vae, averaged.text)
+
+
+def _latents_key(vae, dataset) -> str:
+    """Identifies a latent pool: the VAE's weights and statistics, and the dataset's items (by caption)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().float().numpy().tobytes())
+    for index in range(len(dataset)):
+        digest.update(dataset.caption(index, 0).encode())
+    return digest.hexdigest()
 
 
 def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool = True,
