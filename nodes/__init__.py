@@ -3,5 +3,7 @@
 
 def all_nodes():
     from . import nodes_adaptive, nodes_latent, nodes_loaders, nodes_sampling, nodes_scenes, nodes_text
+    from . import nodes_regions
     modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive, nodes_scenes]
+    modules.append(nodes_regions)
     return [node for module in modules for node in module.NODES]

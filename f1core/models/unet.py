@@ -175,6 +175,16 @@ class F1UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    def attention_blocks(self) -> list[tuple[str, int, int]]:
+        """The (block, id, index) key of every transformer layer, as `patches_replace` takes them."""
+        keys = []
+        for name, blocks, first in (("input", self.input_blocks, 1), ("middle", [self.middle_block], 0),
+                                    ("output", self.output_blocks, 0)):
+            for index, module in enumerate(blocks, start=first):
+                if getattr(module, "mixer", None) is not None:
+                    keys += [(name, index, depth) for depth in range(len(module.mixer.layers))]
+        return keys
+
     def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={},
                 context_mask=None, **kwargs):
         """context_mask: optional [B, L] bool marking real text tokens, for padded training batches."""

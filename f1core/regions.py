@@ -1,0 +1,183 @@
+"""Regional conditioning in cross-attention: a prompt per region, on one model pass.
+
+Region prompts are appended to the base prompt along the token axis. Every image query then attends to the
+concatenated context under an additive key bias [B, Nq, L_base + L_regions] that gives each prompt (the base
+and each region) a share of the query's attention equal to the prompt's mask weight at that query:
+
+    weight_r(p) = strength_r * mask_r(p) * schedule          (regions; shares above 1 in total are normalised)
+    weight_base(p) = max(base_weight, 1 - sum_r weight_r(p))  (the base prompt fills whatever is uncovered)
+    bias(p, token of prompt g) = log(weight_g(p) / total(p)) - log(tokens in g)
+
+The -log(token count) term makes a prompt's share independent of its length, so prompts of any length mix
+fairly; the weights sum to 1 at every query, so a gap between masks is the base prompt's, never empty attention.
+Masks are resized to each attention level's exact h x w (read from the activations, never guessed from token
+counts). Rows of the unconditional (negative) prompt see their own tokens only: the negative is not masked.
+
+Plain torch (and kornia for feathering and dilation); imports nothing from ComfyUI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+# A finite "never": -inf makes chunked attention kernels (core's sub-quadratic) produce NaN on all-masked chunks.
+NEVER = -1.0e4
+
+
+@dataclass(frozen=True)
+class Region:
+    """A prompt bound to a mask. context: [1, L, D] text embedding; mask: [H, W] or [B, H, W] in 0..1."""
+    context: torch.Tensor
+    mask: torch.Tensor
+    strength: float = 1.0
+
+
+def shape_mask(mask: torch.Tensor, grow: int = 0, feather: float = 0.0) -> torch.Tensor:
+    """[H, W] or [B, H, W] -> [B, 1, H, W] float: dilated by `grow` pixels (eroded if negative), then a Gaussian
+    feather of sigma `feather` pixels, which softens the seams between regions."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise ValueError(f"region mask must be [H, W] or [B, H, W], got shape {list(mask.shape)}")
+    m = mask[:, None].float().clamp(0, 1)
+    if grow:
+        kernel = torch.ones(2 * abs(grow) + 1, 2 * abs(grow) + 1, device=m.device)
+        m = kornia.morphology.dilation(m, kernel) if grow > 0 else kornia.morphology.erosion(m, kernel)
+    if feather > 0:
+        size = 2 * math.ceil(3 * feather) + 1
+        m = kornia.filters.gaussian_blur2d(m, (size, size), (feather, feather), border_type="replicate")
+    return m
+
+
+def mask_schedule(progress: float, fraction: float = 1.0, blend: float = 0.0) -> float:
+    """How much of the regional masks applies at `progress` (0 = first step, 1 = last): all of it for the first
+    `fraction` of the steps, then a linear blend back to the base prompt over the next `blend` of them."""
+    if progress < fraction:
+        return 1.0
+    if blend <= 0:
+        return 0.0
+    return max(0.0, 1.0 - (progress - fraction) / blend)
+
+
+def step_progress(sigma: float, sample_sigmas) -> float:
+    """The sampling progress (0..1) of a model call at `sigma` in a schedule: the index of the step it belongs
+    to over the step count. Calls between two schedule sigmas (second-order samplers) count as that step."""
+    levels = [float(s) for s in sample_sigmas]
+    steps = len(levels) - 1
+    if steps < 1:
+        return 0.0
+    index = sum(1 for s in levels[1:-1] if s >= sigma * (1 - 1e-5))
+    return index / steps
+
+
+class RegionalAttention:
+    """Regional prompts for cross-attention. Use `extend` on the (context, value) an attention layer is about to
+    read, and `bias` for the key bias of that layer's queries; both take the same `scale` (mask_schedule)."""
+
+    def __init__(self, regions: list[Region], base_weight: float = 0.0, grow: int = 0, feather: float = 0.0):
+        if not regions:
+            raise ValueError("RegionalAttention: needs at least one region")
+        widths = {r.context.shape[-1] for r in regions}
+        if len(widths) != 1:
+            raise ValueError(f"RegionalAttention: region prompts have different widths {sorted(widths)}; encode "
+                             "every region with the same text encoder")
+        self.contexts = [r.context if r.context.ndim == 3 else r.context[None] for r in regions]
+        self.lengths = [c.shape[1] for c in self.contexts]
+        self.masks = [shape_mask(r.mask, grow, feather) for r in regions]
+        self.strengths = [float(r.strength) for r in regions]
+        self.base_weight = float(base_weight)
+        self.width = widths.pop()
+        self._cache = {}
+
+    @property
+    def region_tokens(self) -> int:
+        return sum(self.lengths)
+
+    def extend(self, context: torch.Tensor, value: torch.Tensor | None = None):
+        """(context, value) [B, L, D] -> both with every region's tokens appended: [B, L + region_tokens, D]."""
+        if context.shape[-1] != self.width:
+            raise ValueError(f"region prompts are {self.width} wide but this model's text context is "
+                             f"{context.shape[-1]} wide; encode the regions with this model's CLIP")
+        tokens = torch.cat([c.to(context) for c in self.contexts], dim=1).expand(context.shape[0], -1, -1)
+        value = context if value is None else value
+        return torch.cat([context, tokens], dim=1), torch.cat([value, tokens.to(value)], dim=1)
+
+    def weights(self, h: int, w: int, items: int, scale: float = 1.0) -> torch.Tensor:
+        """[items, h * w, 1 + regions]: each prompt's share (base first) at every query of an h x w level."""
+        resized = []
+        for mask, strength in zip(self.masks, self.strengths):
+            m = F.interpolate(mask, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            if m.shape[0] not in (1, items):
+                raise ValueError(f"a region mask has a batch of {m.shape[0]} but the latent batch is {items}; "
+                                 "give one mask or one per latent")
+            resized.append(m.expand(items, -1, -1, -1).flatten(1) * (strength * scale))
+        regions = torch.stack(resized, dim=-1).clamp_min(0)               # [items, hw, R]
+        covered = regions.sum(-1, keepdim=True)
+        regions = regions / covered.clamp_min(1.0)                         # overlaps share, never exceed 1
+        base = (1 - regions.sum(-1, keepdim=True)).clamp_min(self.base_weight)
+        shares = torch.cat([base, regions], dim=-1)
+        return shares / shares.sum(-1, keepdim=True)
+
+    def key_bias(self, h: int, w: int, chunks: list[bool], items: int, base_length: int, scale: float = 1.0,
+                 dtype=torch.float32, device=None) -> torch.Tensor:
+        """The additive key bias [len(chunks) * items, h * w, base_length + region_tokens] for an attention batch
+        of len(chunks) chunks of `items` latents each (core's cond_or_uncond order); chunks[i] is True where
+        chunk i is conditional (regional), False where it is the negative (sees its own tokens only)."""
+        key = (h, w, tuple(chunks), items, base_length, scale, dtype, device)
+        if key in self._cache:
+            return self._cache[key]
+        lengths = torch.tensor([base_length] + self.lengths, dtype=torch.float32)
+        shares = self.weights(h, w, items, scale)
+        grouped = torch.where(shares > 0, shares.clamp_min(1e-30).log() - lengths.log(), torch.full_like(shares, NEVER))
+        negative = torch.full((1, 1, len(lengths)), NEVER)
+        negative[..., 0] = 0.0
+        group_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths.long())
+        conditional = grouped[..., group_of_token]                                 # [items, hw, L]
+        unconditional = negative[..., group_of_token].expand_as(conditional)
+        bias = torch.cat([conditional if c else unconditional for c in chunks]).to(device=device, dtype=dtype)
+        if len(self._cache) > 64:  # one entry per level and step; old steps are never asked again
+            self._cache.clear()
+        self._cache[key] = bias
+        return bias
+
+
+# Where a position or a relation puts an object: (x0, y0, x1, y1) as fractions of the image.
+BOXES = {"left": (0.0, 0.0, 0.5, 1.0), "right": (0.5, 0.0, 1.0, 1.0), "top": (0.0, 0.0, 1.0, 0.5),
+         "bottom": (0.0, 0.5, 1.0, 1.0), "centre": (0.25, 0.25, 0.75, 0.75)}
+RELATION_SIDES = {"left of": ("left", "right"), "right of": ("right", "left"), "above": ("top", "bottom"),
+                  "below": ("bottom", "top")}
+
+
+def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, torch.Tensor]]:
+    """Parse a scene prompt ("a red circle on the left of a blue square") into (entity phrase, [height, width]
+    mask) pairs: positions and relations pick image halves (or the centre); objects with neither share the
+    width left over in equal columns. Raises ValueError (from the caption parser) for prompts it cannot read."""
+    from dataclasses import replace
+
+    from .data.captions import caption, parse_caption
+    from .data.spec import SceneSpec
+
+    spec = parse_caption(prompt)
+    places: dict[int, str] = {}
+    for i, obj in enumerate(spec.objects):
+        if obj.position:
+            places[i] = obj.position
+        if obj.relation is not None:
+            places[i], places[obj.relation.anchor] = RELATION_SIDES[obj.relation.kind]
+    free = [i for i in range(len(spec.objects)) if i not in places]
+    out = []
+    for i, obj in enumerate(spec.objects):
+        if i in places:
+            x0, y0, x1, y1 = BOXES[places[i]]
+        else:
+            k = free.index(i)
+            x0, y0, x1, y1 = k / len(free), 0.0, (k + 1) / len(free), 1.0
+        mask = torch.zeros(height, width)
+        mask[round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = 1.0
+        phrase = caption(SceneSpec(objects=(replace(obj, position=None, relation=None),)))
+        out.append((phrase, mask))
+    return out

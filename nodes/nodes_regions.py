@@ -1,0 +1,206 @@
+"""Regional prompt nodes: a prompt per masked region, applied in cross-attention on one model pass
+(f1core.regions), through core's attention patches: an `attn2_patch` appends the region prompts to the
+context and an `attn2` replace patch per transformer layer attends under the regional key bias. Works on
+F.1 and on core's SD1.5/SDXL-family U-Nets; core's own ConditioningSetMask stays the latent-composition path."""
+import logging
+
+import torch
+from comfy.ldm.modules.attention import optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy_api.latest import io
+
+from ..f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, step_progress
+
+logger = logging.getLogger(__name__)
+
+F1Regions = io.Custom("F1_REGIONS")
+
+# Distinct preview colours for region masks (RGB 0..1).
+PALETTE = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.4, 0.9], [0.2, 0.75, 0.3], [0.95, 0.8, 0.2], [0.6, 0.3, 0.8],
+                        [0.95, 0.5, 0.1], [0.2, 0.8, 0.8], [0.9, 0.4, 0.7]])
+
+
+class RegionPatch:
+    """Core's attn2 patch pair for one RegionalAttention. `extend` (attn2_patch) appends the region prompts to
+    the context; `attend` (attn2 replace, one per transformer layer) attends under the regional key bias at
+    the level's own h x w, read from transformer_options["activations_shape"]."""
+
+    def __init__(self, regional: RegionalAttention, fraction: float, blend: float):
+        self.regional, self.fraction, self.blend = regional, fraction, blend
+
+    def scale(self, extra) -> float:
+        sigmas, schedule = extra.get("sigmas"), extra.get("sample_sigmas")
+        if sigmas is None or schedule is None:  # called outside a sampler: masks fully on
+            return 1.0
+        return mask_schedule(step_progress(float(sigmas.max()), schedule), self.fraction, self.blend)
+
+    def extend(self, n, context, value, extra):
+        if self.scale(extra) <= 0:
+            return n, context, value
+        context, value = self.regional.extend(context, value)
+        return n, context, value
+
+    def attend(self, q, k, v, extra):
+        heads, scale = extra["n_heads"], self.scale(extra)
+        if scale <= 0:
+            return optimized_attention(q, k, v, heads)
+        _, _, h, w = extra["activations_shape"]
+        if q.shape[1] != h * w:
+            raise ValueError(f"F1ApplyRegions: a cross-attention layer has {q.shape[1]} queries for a {h}x{w} level; "
+                             "another patch (token merging or tiling) changed the tokens. Apply it after "
+                             "F1ApplyRegions or remove it")
+        chunks = [c == 0 for c in extra.get("cond_or_uncond", [0])]
+        bias = self.regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), k.shape[1] - self.regional.region_tokens,
+                                      scale, q.dtype, q.device)
+        return optimized_attention(q, k, v, heads, mask=bias)
+
+
+def attention_layers(diffusion_model) -> list[tuple[str, int, int]]:
+    """(block, id, index) of every cross-attention layer, as core's attn2 replace patches are keyed."""
+    if hasattr(diffusion_model, "attention_blocks"):  # F.1
+        return diffusion_model.attention_blocks()
+    if not isinstance(diffusion_model, UNetModel):
+        raise ValueError(f"F1ApplyRegions: input 'model' is a {type(diffusion_model).__name__}; regions apply to "
+                         "F.1 and to SD1.5/SDXL-family U-Nets. Use core's ConditioningSetMask for other models")
+    keys = []
+    for name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]),
+                         ("output", diffusion_model.output_blocks)):
+        for index, block in enumerate(blocks):
+            for layer in block or []:
+                if isinstance(layer, SpatialTransformer):
+                    keys += [(name, index, depth) for depth in range(len(layer.transformer_blocks))]
+    return keys
+
+
+def encode(clip, text: str) -> torch.Tensor:
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+
+
+def regions_input():
+    return F1Regions.Input("regions", optional=True, tooltip="Regions to add this one to (chain F1Region nodes).")
+
+
+class F1Region(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1Region",
+            display_name="F.1 Region",
+            category="F1/regions",
+            description="A prompt for one masked region. Chain several into a set of regions and apply them to a "
+                        "model with F1ApplyRegions; the model's own positive prompt fills what no mask covers.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder of the model the regions will be applied to."),
+                io.String.Input("text", multiline=True, default="a red circle",
+                                tooltip="What to draw inside the mask."),
+                io.Mask.Input("mask", tooltip="Where: 1 inside the region, 0 outside (any size; it is resized to "
+                                              "every attention level). One mask, or one per latent in the batch."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="Weight of this prompt inside its mask, against overlapping regions and "
+                                       "the base prompt."),
+                regions_input(),
+            ],
+            outputs=[F1Regions.Output(display_name="regions", tooltip="The chain of regions so far.")],
+        )
+
+    @classmethod
+    def execute(cls, clip, text, mask, strength, regions=None) -> io.NodeOutput:
+        if not text.strip():
+            raise ValueError("F1Region: input 'text' is empty; write what goes in the region")
+        if mask.ndim not in (2, 3) or float(mask.max()) <= 0:
+            raise ValueError(f"F1Region: input 'mask' must be a non-empty MASK [H, W] or [B, H, W], got shape "
+                             f"{list(mask.shape)} with max {float(mask.max()):.3g}; draw the region (mask > 0)")
+        return io.NodeOutput(list(regions or []) + [Region(encode(clip, text), mask.float(), strength)])
+
+
+class F1ApplyRegions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1ApplyRegions",
+            display_name="F.1 Apply Regions",
+            category="F1/regions",
+            description="Regional prompts in cross-attention on one model pass (F.1, SD1.5, SDXL): every image "
+                        "position attends to its own region's prompt, the positive prompt fills uncovered areas, "
+                        "and the negative prompt stays unmasked. For the first 'mask_fraction' of the steps, then "
+                        "a blend back to the positive prompt.",
+            inputs=[
+                io.Model.Input("model", tooltip="F.1, or a core SD1.5/SDXL-family model."),
+                F1Regions.Input("regions", tooltip="From F1Region or F1LayoutFromPrompt."),
+                io.Float.Input("base_weight", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Share of the positive (base) prompt inside the regions too: 0 = regions "
+                                       "only, 0.3 = a global prompt keeps some say everywhere."),
+                io.Float.Input("feather", default=4.0, min=0.0, max=256.0, step=0.5,
+                               tooltip="Gaussian softening of mask edges, in mask pixels (soft seams)."),
+                io.Int.Input("grow", default=0, min=-256, max=256,
+                             tooltip="Dilate (positive) or erode (negative) each mask by this many mask pixels."),
+                io.Float.Input("mask_fraction", default=1.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Share of the sampling steps that run under the masks (layout is set early)."),
+                io.Float.Input("blend", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Share of the steps over which the regions then fade back to the base prompt."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with regional attention patches.")],
+        )
+
+    @classmethod
+    def execute(cls, model, regions, base_weight, feather, grow, mask_fraction, blend) -> io.NodeOutput:
+        if not regions:
+            raise ValueError("F1ApplyRegions: input 'regions' is empty; connect an F1Region chain")
+        layers = attention_layers(model.get_model_object("diffusion_model"))
+        try:
+            regional = RegionalAttention(regions, base_weight=base_weight, grow=grow, feather=feather)
+        except ValueError as err:
+            raise ValueError(f"F1ApplyRegions: input 'regions': {err}") from None
+        patch = RegionPatch(regional, mask_fraction, blend)
+        patched = model.clone()
+        replaced = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+        if replaced:
+            logger.warning("F1ApplyRegions: replacing %d existing attn2 replace patches", len(replaced))
+        patched.set_model_attn2_patch(patch.extend)
+        for block, number, index in layers:
+            patched.set_model_attn2_replace(patch.attend, block, number, index)
+        return io.NodeOutput(patched)
+
+
+class F1LayoutFromPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1LayoutFromPrompt",
+            display_name="F.1 Layout From Prompt",
+            category="F1/regions",
+            description="Reads a scene prompt such as 'a red circle on the left of a blue square' into regions: "
+                        "one mask and entity phrase per object (positions and relations pick image halves).",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder of the model the regions will be applied to."),
+                io.String.Input("prompt", multiline=True, default="a red circle on the left of a blue square",
+                                tooltip="A scene prompt in the scene vocabulary (shapes, colours, styles, "
+                                        "positions, relations)."),
+                io.Int.Input("width", default=512, min=8, max=16384, step=8, tooltip="Mask width (image pixels)."),
+                io.Int.Input("height", default=512, min=8, max=16384, step=8, tooltip="Mask height (image pixels)."),
+                regions_input(),
+            ],
+            outputs=[
+                F1Regions.Output(display_name="regions", tooltip="One region per object, for F1ApplyRegions."),
+                io.Mask.Output(display_name="masks", tooltip="The region masks, one per object."),
+                io.Image.Output(display_name="preview", tooltip="The masks in colour, for checking the layout."),
+                io.String.Output(display_name="phrases", tooltip="The entity phrase of each region, one a line."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clip, prompt, width, height, regions=None) -> io.NodeOutput:
+        try:
+            layout = layout_from_prompt(prompt, width, height)
+        except ValueError as err:
+            raise ValueError(f"F1LayoutFromPrompt: input 'prompt' cannot be laid out ({err})") from None
+        masks = torch.stack([mask for _, mask in layout])
+        colours = PALETTE[torch.arange(len(layout)) % len(PALETTE)]
+        preview = (masks[..., None] * colours[:, None, None]).amax(0, keepdim=True).clamp(0, 1)
+        added = [Region(encode(clip, phrase), mask) for phrase, mask in layout]
+        phrases = "\n".join(phrase for phrase, _ in layout)
+        return io.NodeOutput(list(regions or []) + added, masks, preview, phrases, ui={"text": [phrases]})
+
+
+NODES = [F1Region, F1ApplyRegions, F1LayoutFromPrompt]
