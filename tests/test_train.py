@@ -330,3 +330,12 @@ def test_vae_curve_scores_reconstructions(vae_run, tmp_path):
     points = [r for r in read_jsonl(run / "log.jsonl") if r.get("curve")]
     assert [p["step"] for p in points] == [32]   # the run resumed at step 30; 32 * 4 crosses a multiple of 8
     assert 5.0 < points[0]["psnr"] < 60.0 and 0.0 <= points[0]["overall"] <= 1.0
+
+
+def test_cpu_budget_stops_the_stage_and_a_rerun_continues(vae_run, tmp_path):
+    run = _copy_run(vae_run, tmp_path / "budget")
+    spent = load_state(run, "vae")["cpu_seconds"] / 3600
+    # a budget the stage has already spent: it takes one step, saves and returns
+    assert train(run, ToyDataset(), _vae_config(40, cpu_hours=spent), progress=False)["step"] == 31
+    assert load_state(run, "vae")["step"] == 31
+    assert train(run, ToyDataset(), _vae_config(40), progress=False)["step"] == 40

@@ -65,6 +65,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     checkpoint_minutes: float = 5.0
+    # budgets: the stage saves and returns once this invocation has run `minutes` (wall clock), or once the stage's
+    # training CPU-hours reach `cpu_hours` (equal-compute sweeps); 0 means no budget. Running again continues.
+    minutes: float = 0.0
+    cpu_hours: float = 0.0
     log_every: int = 10
     curve_every: int = 0           # samples between learning-curve points (the judge on val); 0: no curve
     curve_scenes: int = CURVE_SCENES
@@ -295,6 +299,10 @@ class _Stage:
             self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.trainee_ddp = _wrap(self.trainee, self.device)
         self.discriminator_ddp = _wrap(self.discriminator, self.device) if self.discriminator is not None else None
+
+    def cpu_hours(self) -> float:
+        """Training CPU-hours of the stage over all its runs, every rank counted (ranks do equal work)."""
+        return self.cpu_seconds * dist_utils.world_size() / 3600
 
     def save(self, step: int):
         """Rank 0 writes; every rank waits for it, so no rank reads a state file (e.g. the next stage's start)
@@ -533,7 +541,7 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     curve = ValCurve(resolution, config.curve_scenes) if config.curve_every and is_main else None
     pending: dict[str, list[float]] = {}
     last_record: dict = {}
-    last_save, window_start = time.monotonic(), time.monotonic()
+    started = last_save = window_start = time.monotonic()
     bar = None
     if progress and is_main:
         from tqdm import tqdm
@@ -562,7 +570,7 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
                 if curve is not None:
                     record = {"stage": config.stage, "step": step, "time": time.time(), "curve": True,
                               "samples": step * config.batch_size,
-                              "cpu_hours": stage.cpu_seconds * dist_utils.world_size() / 3600,
+                              "cpu_hours": stage.cpu_hours(),
                               **stage.score(curve)}
                     append_jsonl(log_path, record)
                     plot_curve(read_jsonl(log_path), run_dir / "curve.png", title=str(run_dir.name))
@@ -572,7 +580,9 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
             time_due = time.monotonic() - last_save > 60 * config.checkpoint_minutes
-            stopping = dist_utils.any_rank(stop.requested, device)
+            over_budget = ((config.minutes and time.monotonic() - started > 60 * config.minutes)
+                           or (config.cpu_hours and stage.cpu_hours() >= config.cpu_hours))
+            stopping = dist_utils.any_rank(stop.requested or bool(over_budget), device)
             if stopping or step % config.checkpoint_every == 0 or step == end or dist_utils.any_rank(time_due, device):
                 stage.save(step)
                 if is_main:
