@@ -25,13 +25,17 @@ class F1EmptyLatent(io.ComfyNode):
             node_id="F1EmptyLatent",
             display_name="Empty F.1 Latent",
             category="F1/latent",
+            description="An all-zero F.1 latent of the given image size, the start of text-to-image. Sides are "
+                        "multiples of 16 (the coarse latent level is 1/16 of the image).",
             inputs=[
-                F1Vae.Input("vae"),
-                io.Int.Input("width", default=512, min=64, max=8192, step=16),
-                io.Int.Input("height", default=512, min=64, max=8192, step=16),
-                io.Int.Input("batch_size", default=1, min=1, max=64),
+                F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint; it sets the latent's channels."),
+                io.Int.Input("width", default=512, min=64, max=8192, step=16,
+                             tooltip="Image width in pixels, a multiple of 16."),
+                io.Int.Input("height", default=512, min=64, max=8192, step=16,
+                             tooltip="Image height in pixels, a multiple of 16."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per batch."),
             ],
-            outputs=[io.Latent.Output()],
+            outputs=[io.Latent.Output(tooltip="An empty latent for a sampler's latent_image.")],
         )
 
     @classmethod
@@ -58,12 +62,16 @@ class F1VAEEncode(io.ComfyNode):
             description="Encodes an image into F.1's two-level latent (coarse global + fine detail). "
                         "latent_bits applies dynamic quantization: a scale chosen per channel or tile at run time.",
             inputs=[
-                F1Vae.Input("vae"),
-                io.Image.Input("pixels"),
-                io.Combo.Input("latent_bits", options=["off", "8", "6", "4"], default="off"),
-                io.Combo.Input("granularity", options=["tile", "channel"], default="tile"),
+                F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint."),
+                io.Image.Input("pixels", tooltip="The image to encode; sides must be multiples of 16."),
+                io.Combo.Input("latent_bits", options=["off", "8", "6", "4"], default="off",
+                               tooltip="Round-trip the latent through dynamic quantization at this many bits, to "
+                                       "see its effect; off keeps full precision."),
+                io.Combo.Input("granularity", options=["tile", "channel"], default="tile",
+                               tooltip="Quantization scale chosen per spatial tile (more accurate) or per channel."),
             ],
-            outputs=[io.Latent.Output()],
+            outputs=[io.Latent.Output(tooltip="The image's F.1 latent (dequantized if latent_bits is set), for a "
+                                              "sampler with denoise < 1 or for F1VAEDecode.")],
         )
 
     @classmethod
@@ -92,8 +100,9 @@ class F1VAEDecode(io.ComfyNode):
             display_name="F.1 VAE Decode",
             category="F1/latent",
             description="Decodes an F.1 latent to an image; large images decode in overlapping tiles.",
-            inputs=[F1Vae.Input("vae"), io.Latent.Input("samples")],
-            outputs=[io.Image.Output()],
+            inputs=[F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint."),
+                    io.Latent.Input("samples", tooltip="An F.1 latent, from a sampler or F1VAEEncode.")],
+            outputs=[io.Image.Output(tooltip="The decoded image batch.")],
         )
 
     @classmethod

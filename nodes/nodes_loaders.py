@@ -23,7 +23,12 @@ class F1CheckpointLoader(io.ComfyNode):
                         "plus the F.1 VAE.",
             inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list(FOLDER),
                                    tooltip="An F.1 checkpoint in models/f1 (only .safetensors are listed).")],
-            outputs=[io.Model.Output(), io.Clip.Output(), F1Vae.Output(display_name="F1_VAE")],
+            outputs=[io.Model.Output(tooltip="The F.1 U-Net as a native MODEL: core samplers, guiders and model "
+                                             "patches accept it."),
+                     io.Clip.Output(tooltip="The F.1 text encoder (CLIP-L + RoBERTa + adapter) as a native CLIP."),
+                     F1Vae.Output(display_name="F1_VAE",
+                                  tooltip="The F.1 VAE, for F1EmptyLatent, F1VAEEncode and F1VAEDecode (core's "
+                                          "VAE nodes do not take it).")],
         )
 
     @classmethod

@@ -46,11 +46,13 @@ def run_guided(node: str, guider, sampler, sigmas, latent: dict, seed: int) -> d
 def sampling_inputs() -> list:
     """The inputs every one-node sampler takes, as in core's KSampler."""
     return [
-        io.Model.Input("model"),
-        io.Conditioning.Input("positive"),
-        io.Conditioning.Input("negative"),
-        io.Latent.Input("latent_image"),
-        io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+        io.Model.Input("model", tooltip="The model to sample: F.1 or any MODEL ComfyUI loads."),
+        io.Conditioning.Input("positive", tooltip="What the image should show."),
+        io.Conditioning.Input("negative", tooltip="What to steer away from (an empty prompt is fine)."),
+        io.Latent.Input("latent_image", tooltip="The latent to start from: empty for text-to-image, encoded for "
+                                                "image-to-image; a noise mask is respected."),
+        io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                     tooltip="Noise seed; the same seed and settings give the same image."),
     ]
 
 
@@ -64,11 +66,15 @@ class F1Sampler(io.ComfyNode):
             description="Samples with f1core's DPM-Solver++(2M) over Karras noise levels. Works on any MODEL.",
             inputs=[
                 *sampling_inputs(),
-                io.Int.Input("steps", default=20, min=1, max=1000),
-                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Number of solver steps."),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale: higher follows the prompt more closely; "
+                                       "1 turns guidance off."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Share of the noise schedule to run: 1 for text-to-image, lower keeps more "
+                                       "of latent_image."),
             ],
-            outputs=[io.Latent.Output()],
+            outputs=[io.Latent.Output(tooltip="The sampled latent; decode it with F1VAEDecode.")],
         )
 
     @classmethod

@@ -37,17 +37,24 @@ class F1SceneRender(io.ComfyNode):
             description="Renders a synthetic scene from a caption or spec JSON, deterministic by seed: the image, "
                         "one mask per object, an edge map and a depth-like map (for masks and ControlNet).",
             inputs=[
-                io.String.Input("spec", multiline=True, default="a striped red circle to the left of a blue square"),
-                io.Int.Input("width", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8),
-                io.Int.Input("height", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True),
+                io.String.Input("spec", multiline=True, default="a striped red circle to the left of a blue square",
+                                tooltip="A caption in the scene vocabulary (6 shapes, 8 colours, 4 styles, counts, "
+                                        "positions, relations) or a spec JSON object."),
+                io.Int.Input("width", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8,
+                             tooltip="Image width in pixels."),
+                io.Int.Input("height", default=256, min=scenes.MIN_SIDE, max=scenes.MAX_SIDE, step=8,
+                             tooltip="Image height in pixels."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
+                             tooltip="Placement and colour jitter; the same seed gives the same scene."),
             ],
             outputs=[
-                io.Image.Output(display_name="image"),
-                io.Mask.Output(display_name="masks"),
-                io.Image.Output(display_name="edges"),
-                io.Image.Output(display_name="depth"),
-                io.String.Output(display_name="spec"),
+                io.Image.Output(display_name="image", tooltip="The rendered scene."),
+                io.Mask.Output(display_name="masks", tooltip="One mask per object, in the spec's order."),
+                io.Image.Output(display_name="edges", tooltip="Object outlines, for an edge ControlNet."),
+                io.Image.Output(display_name="depth", tooltip="A depth-like map (nearer is brighter), for a "
+                                                              "depth ControlNet."),
+                io.String.Output(display_name="spec", tooltip="The parsed scene as spec JSON with its caption; "
+                                                              "feed it to F1Evaluate or a text encoder."),
             ],
         )
 
@@ -74,12 +81,15 @@ class F1Evaluate(io.ComfyNode):
             description="Scores each image of the batch against a caption or spec JSON with F.1's compositional "
                         "detector (objects, colours, counts, positions, styles). score = share of images that pass.",
             inputs=[
-                io.Image.Input("image"),
-                io.String.Input("spec", multiline=True, default="a red circle"),
+                io.Image.Input("image", tooltip="The image batch to judge."),
+                io.String.Input("spec", multiline=True, default="a red circle",
+                                tooltip="What the images should show: a caption or spec JSON (e.g. the spec output "
+                                        "of F1SceneRender)."),
             ],
             outputs=[
-                io.String.Output(display_name="report"),
-                io.Float.Output(display_name="score"),
+                io.String.Output(display_name="report", tooltip="JSON: the caption, score, and per image whether it "
+                                                                "passed, what was detected and what failed."),
+                io.Float.Output(display_name="score", tooltip="Share of images that pass, 0 to 1."),
             ],
         )
 

@@ -10,8 +10,14 @@ class F1TextEncode(io.ComfyNode):
             category="F1/conditioning",
             description="Encodes a prompt with both F.1 towers (CLIP-L and RoBERTa) fused by the adapter, and "
                         "shows the per-prompt weight the adapter gave each tower. Long prompts are chunked, not cut.",
-            inputs=[io.Clip.Input("clip"), io.String.Input("text", multiline=True, dynamic_prompts=True)],
-            outputs=[io.Conditioning.Output()],
+            inputs=[
+                io.Clip.Input("clip", tooltip="The CLIP output of Load F.1 Checkpoint (both F.1 text towers)."),
+                io.String.Input("text", multiline=True, dynamic_prompts=True,
+                                tooltip="The prompt. Any length: long prompts are encoded in windows. Weights "
+                                        "such as (word:1.2) are not parsed."),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="The fused text embedding, for positive or negative of a "
+                                                    "sampler or guider.")],
         )
 
     @classmethod

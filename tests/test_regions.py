@@ -223,3 +223,144 @@ def test_host_attention_function_is_used(unet):
     mask[0, -1] = False
     torch.testing.assert_close(hosted(x, t, context, context_mask=mask), unet(x, t, context, context_mask=mask))
     assert calls and all(calls)
+
+
+# ---- the nodes inside core's sampler: tiny F.1 and a tiny core SD1.5-architecture U-Net ------------------------
+
+@pytest.fixture(scope="module")
+def comfy():
+    from comfy_inprocess import import_comfy
+    return import_comfy()
+
+
+@pytest.fixture(scope="module")
+def region_nodes(comfy):
+    from comfy_inprocess import import_pack
+    return import_pack("nodes.nodes_regions")
+
+
+@pytest.fixture(scope="module", params=["sd15", "f1"])
+def core_model(request, comfy):
+    """(patcher, conditioning(seed, tokens), text width)"""
+    from test_adaptive_nodes import f1_patcher, sd15_patcher
+    patcher, width, extra = (sd15_patcher if request.param == "sd15" else f1_patcher)(comfy)
+
+    def conditioning(seed, tokens=5):
+        return [[ctx(seed, tokens, width), dict(extra)]]
+
+    return patcher, conditioning, width
+
+
+def first_denoised(comfy, patcher, positive, negative, latent):
+    """Core's KSampler path (euler, 2 steps, CFG 3): the positive and negative predictions of the first call."""
+    seen = {}
+
+    def spy(args):
+        seen.setdefault("cond", args["cond"].clone())
+        seen.setdefault("uncond", args["uncond"].clone())
+        return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"]
+
+    spying = patcher.clone()
+    spying.set_model_sampler_cfg_function(spy)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    out = comfy.sample.sample(spying, noise, 2, 3.0, "euler", "karras", positive, negative, latent,
+                              disable_pbar=True, seed=0)
+    return seen["cond"], seen["uncond"], out
+
+
+def apply(region_nodes, patcher, regions, **overrides):
+    args = dict(base_weight=0.0, feather=0.0, grow=0, mask_fraction=1.0, blend=0.0)
+    args.update(overrides)
+    return region_nodes.F1ApplyRegions.execute(patcher, regions, **args).result[0]
+
+
+def latent_for(patcher, batch, h, w):
+    return torch.zeros(batch, patcher.get_model_object("latent_format").latent_channels, h, w)
+
+
+@pytest.mark.parametrize("batch,h,w", [(1, 8, 8), (2, 9, 7)])
+def test_a_region_over_everything_equals_prompting_it_and_the_negative_is_untouched(comfy, region_nodes, core_model,
+                                                                                    batch, h, w):
+    patcher, conditioning, width = core_model
+    latent = latent_for(patcher, batch, h, w)
+    positive, negative, everywhere = conditioning(1, tokens=4), conditioning(2, tokens=6), ctx(3, 7, width)
+    regional = apply(region_nodes, patcher, [Region(everywhere, torch.ones(h * 8, w * 8))])
+    cond, uncond, out = first_denoised(comfy, regional, positive, negative, latent)
+    want_cond, want_uncond, _ = first_denoised(comfy, patcher, [[everywhere, positive[0][1]]], negative, latent)
+    base_cond, _, _ = first_denoised(comfy, patcher, positive, negative, latent)
+    torch.testing.assert_close(cond, want_cond, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(uncond, want_uncond, rtol=1e-4, atol=1e-4)
+    assert (cond - base_cond).abs().max() > 1e-3 and torch.isfinite(out).all()
+
+
+def test_per_latent_masks_gaps_overlaps_and_uneven_prompts_in_a_batch(comfy, region_nodes, core_model):
+    patcher, conditioning, width = core_model
+    h, w = 9, 7
+    latent = latent_for(patcher, 2, h, w)
+    positive, negative = conditioning(1, tokens=5), conditioning(2, tokens=3)
+    everywhere = torch.ones(2, h * 8, w * 8)
+    everywhere[1] = 0
+    everywhere[1, :, :20] = 1  # latent 1: a left strip only, the rest is a gap for the base prompt
+    overlapping = torch.zeros(h * 8, w * 8)
+    overlapping[:, 10:40] = 1
+    a, b = ctx(3, 7, width), ctx(4, 2, width)
+    regions = [Region(a, everywhere), Region(b, overlapping, strength=0.0)]  # b present but weightless
+    cond, uncond, out = first_denoised(comfy, apply(region_nodes, patcher, regions, feather=3.0), positive,
+                                       negative, latent)
+    want, want_uncond, _ = first_denoised(comfy, patcher, [[a, positive[0][1]]], negative, latent)
+    torch.testing.assert_close(cond[0], want[0], rtol=1e-4, atol=1e-4)  # latent 0 reads its own all-ones mask
+    assert (cond[1] - want[1]).abs().max() > 1e-3                        # latent 1: region strip plus base
+    torch.testing.assert_close(uncond, want_uncond, rtol=1e-4, atol=1e-4)
+    strong = [Region(a, everywhere), Region(b, overlapping)]
+    cond_b, _, out_b = first_denoised(comfy, apply(region_nodes, patcher, strong), positive, negative, latent)
+    assert (cond_b[0] - cond[0]).abs().max() > 1e-3 and torch.isfinite(out_b).all() and torch.isfinite(out).all()
+
+
+def test_mask_fraction_hands_the_last_steps_back_to_the_base_prompt(comfy, region_nodes, core_model):
+    patcher, conditioning, width = core_model
+    latent = latent_for(patcher, 1, 8, 8)
+    positive, negative = conditioning(1), conditioning(2)
+    regions = [Region(ctx(3, 4, width), torch.ones(64, 64))]
+
+    def predictions(model):
+        seen = []
+        spying = model.clone()
+        spying.set_model_sampler_cfg_function(lambda a: seen.append(a["cond"].clone()) or a["cond"])
+        comfy.sample.sample(spying, torch.randn(latent.shape, generator=torch.Generator().manual_seed(0)), 4, 2.0,
+                            "euler", "karras", positive, negative, latent, disable_pbar=True, seed=0)
+        return seen
+
+    plain = predictions(patcher)
+    half = predictions(apply(region_nodes, patcher, regions, mask_fraction=0.5))
+    full = predictions(apply(region_nodes, patcher, regions))
+    changed = [(p - h).abs().max().item() for p, h in zip(plain, half)]
+    assert changed[0] > 1e-3 and changed[1] > 1e-3      # steps 0, 1: under the masks
+    assert (full[2] - half[2]).abs().max() > 1e-3       # step 2, same x in both: the base prompt again
+
+
+def test_nodes_with_a_real_f1_clip_and_layout_from_prompt(comfy, region_nodes, f1_models):
+    from comfy_inprocess import import_pack
+    from f1core.checkpoint import load_checkpoint
+    clip = import_pack("nodes.f1_clip").clip_from_text_encoder(load_checkpoint(f1_models / "f1-tiny-random.safetensors").text)
+    regions, masks, preview, phrases = region_nodes.F1LayoutFromPrompt.execute(
+        clip, "a red circle on the left of a blue square", 40, 24).result
+    assert phrases.splitlines() == ["a red circle", "a blue square"] and masks.shape == (2, 24, 40)
+    assert preview.shape == (1, 24, 40, 3) and preview[0, 0, 0, 0] > preview[0, 0, 0, 2]  # red on the left
+    chained = region_nodes.F1Region.execute(clip, "a green star", masks[0], 1.0, regions).result[0]
+    assert len(chained) == 3 and torch.equal(chained[2].mask, masks[0])
+    assert all(r.context.shape[-1] == tiny().unet.context_dim for r in chained)
+    with pytest.raises(ValueError, match="F1Region: input 'mask'"):
+        region_nodes.F1Region.execute(clip, "a star", torch.zeros(8, 8), 1.0)
+    with pytest.raises(ValueError, match="F1Region: input 'text'"):
+        region_nodes.F1Region.execute(clip, " ", torch.ones(8, 8), 1.0)
+    with pytest.raises(ValueError, match="F1LayoutFromPrompt: input 'prompt'"):
+        region_nodes.F1LayoutFromPrompt.execute(clip, "a cat on a mat", 8, 8)
+
+
+def test_bad_models_and_widths_get_clear_errors(comfy, region_nodes, core_model):
+    patcher, conditioning, width = core_model
+    with pytest.raises(ValueError, match="F1ApplyRegions: input 'regions' is empty"):
+        apply(region_nodes, patcher, [])
+    wrong = apply(region_nodes, patcher, [Region(ctx(3, 4, width + 1), torch.ones(8, 8))])
+    with pytest.raises(ValueError, match="encode the regions with this model's CLIP"):
+        first_denoised(comfy, wrong, conditioning(1), conditioning(2), latent_for(patcher, 1, 8, 8))
