@@ -101,7 +101,7 @@ class GaussianMixture:
     def guided(self, curve, sigma_min, sigma_max):
         def model(x, sigma, cls=None):
             cond, uncond = self.denoise(x, sigma, cls), self.denoise(x, sigma)
-            return guidance.dynamic_cfg(cond, uncond, sigma, curve, sigma_min, sigma_max)
+            return guidance.cfg_combine(cond, uncond, curve(sigma, sigma_min, sigma_max))
         return model
 
     def components_of(self, x):
@@ -247,7 +247,7 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
     from f1core.checkpoint import load_checkpoint
     from f1core.make_tiny import make_tiny
     f1_model = import_pack("nodes.f1_model")
-    adaptive = import_pack("nodes.nodes_adaptive")
+    guiders, samplers = import_pack("nodes.f1_guider"), import_pack("nodes.f1_sampling")
 
     if checkpoint is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -272,7 +272,7 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
     patcher = patcher.clone()
     patcher.set_model_sampler_post_cfg_function(count_guided)
     patcher.set_model_unet_function_wrapper(time_model)
-    sigma_min, sigma_max = adaptive.sigma_range(patcher)
+    sigma_min, sigma_max = guiders.sigma_range(patcher)
 
     if checkpoint is None:
         g = torch.Generator().manual_seed(SEED)
@@ -289,7 +289,7 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
         side = ckpt.config.resolution // ckpt.config.vae.downscale
     latent = torch.zeros(4, ckpt.config.unet.in_channels, side, side)
     noise = comfy.sample.prepare_noise(latent, SEED)
-    guider = adaptive.DynamicCFGGuider(patcher, guidance.fidelity_to_curve(FIDELITY, adaptive.DEFAULT_ORDER))
+    guider = guiders.DynamicCFGGuider(patcher, guidance.fidelity_to_curve(FIDELITY))
     guider.set_conds(positive, negative)
 
     def run_with(guider, sampler, sigmas):
@@ -315,9 +315,9 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
           "wall time outside the U-Net over U-Net time")
     print(f"{'path':>44} {'calls':>6} {'wall s':>8} {'unet s':>8} {'overhead %':>11}")
     paths = (("core CFGGuider + core dpmpp_2m", core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
-             ("F1DynamicGuider + f1 dpmpp_2m", guider, adaptive.make_sampler("dpmpp_2m")),
-             ("F1DynamicGuider + f1 dpmpp_adaptive", guider, adaptive.make_sampler("dpmpp_adaptive")),
-             ("F1DynamicGuider + f1 dpmpp_2m + reuse 0.1", guider, adaptive.make_sampler("dpmpp_2m", 0.1)))
+             ("F1DynamicGuider + f1 dpmpp_2m", guider, samplers.make_sampler("dpmpp_2m")),
+             ("F1DynamicGuider + f1 dpmpp_adaptive", guider, samplers.make_sampler("dpmpp_adaptive")),
+             ("F1DynamicGuider + f1 dpmpp_2m + reuse 0.1", guider, samplers.make_sampler("dpmpp_2m", 0.1)))
     for name, path_guider, sampler in paths:
         best = min((run_with(path_guider, sampler, sigmas)[1:] for _ in range(3)), key=lambda r: r[1] - r[2])
         calls, wall, unet = best

@@ -3,6 +3,9 @@
 D = D_uncond + scale * (D_cond - D_uncond); scale = 1 is the conditional model alone. A GuidanceCurve gives
 the scale at each sigma; progress t runs from 0 at sigma_max to 1 at sigma_min, linear in log sigma.
 High noise decides composition ("structure"), low noise fine detail ("texture").
+
+`curve_from_settings` turns a guider's settings (a curve name and its numbers, or a 'sigma:scale' list)
+into a GuidanceCurve; every error names the setting at fault.
 """
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ from dataclasses import dataclass
 import torch
 
 CURVE_KINDS = ("constant", "linear", "cosine", "interval", "points")
+CURVE_SETTINGS = ("fidelity",) + CURVE_KINDS  # "fidelity": the 0-1 slider of fidelity_to_curve
 ORDERS = ("structure_first", "texture_first")
+DEFAULT_ORDER = "structure_first"  # measured in benchmarks/README.md, "## Sampler"
 
 
-def _as_tensor(sigma) -> torch.Tensor:
-    return torch.as_tensor(sigma, dtype=torch.float64)
+def sigma_at(progress: float, sigma_min: float, sigma_max: float) -> float:
+    """The sigma at `progress` (0 at sigma_max, 1 at sigma_min), linear in log sigma as the curves are."""
+    return math.exp(math.log(sigma_max) - progress * math.log(sigma_max / sigma_min))
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,18 @@ class GuidanceCurve:
     def __post_init__(self):
         if self.kind not in CURVE_KINDS:
             raise ValueError(f"kind must be one of {CURVE_KINDS}, got {self.kind!r}")
-        if self.kind == "interval" and not 0 <= self.sigma_lo <= self.sigma_hi:
-            raise ValueError(f"interval needs 0 <= sigma_lo <= sigma_hi, got {self.sigma_lo}, {self.sigma_hi}")
+        if not all(math.isfinite(v) for v in (self.start, self.end, *(g for _, g in self.points))):
+            raise ValueError(f"guidance scales must be finite numbers, got start={self.start}, end={self.end}, "
+                             f"points={list(self.points)}")
+        if self.kind == "interval" and not 0 <= self.sigma_lo <= self.sigma_hi:  # also refuses NaN
+            raise ValueError(f"'sigma_lo' ({self.sigma_lo}) and 'sigma_hi' ({self.sigma_hi}) must satisfy "
+                             "0 <= sigma_lo <= sigma_hi; swap them or widen the interval")
         if self.kind == "points":
             if not self.points:
-                raise ValueError("points needs at least one (sigma, scale) pair")
+                raise ValueError("'points' needs at least one sigma:scale pair, e.g. '14:7, 0.1:1.5'")
             sigmas = [s for s, _ in self.points]
-            if min(sigmas) <= 0 or len(set(sigmas)) != len(sigmas):
-                raise ValueError(f"points need distinct positive sigmas, got {sigmas}")
+            if not all(0 < s < math.inf for s in sigmas) or len(set(sigmas)) != len(sigmas):
+                raise ValueError(f"'points' needs distinct positive finite sigmas, got {sigmas}")
 
     @classmethod
     def constant(cls, scale: float) -> "GuidanceCurve":
@@ -105,7 +115,7 @@ class GuidanceCurve:
         return y0 + w * (y1 - y0)
 
 
-def fidelity_to_curve(fidelity: float, order: str = "structure_first",
+def fidelity_to_curve(fidelity: float, order: str = DEFAULT_ORDER,
                       min_scale: float = 1.5, max_scale: float = 9.0) -> GuidanceCurve:
     """A 0-1 slider onto a cosine curve: 0 is creative (weak guidance), 1 follows the prompt closely.
 
@@ -114,9 +124,9 @@ def fidelity_to_curve(fidelity: float, order: str = "structure_first",
     prompt, leave texture free); "texture_first" is the reverse. Every scale grows with fidelity.
     """
     if not 0.0 <= fidelity <= 1.0:
-        raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        raise ValueError(f"'fidelity' must be in [0, 1], got {fidelity}")
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        raise ValueError(f"'order' must be one of {ORDERS}, got {order!r}")
     if not 0 <= min_scale <= max_scale:
         raise ValueError(f"need 0 <= min_scale <= max_scale, got {min_scale}, {max_scale}")
     peak = min_scale + fidelity * (max_scale - min_scale)
@@ -133,44 +143,32 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale) -> torch.Tensor
     return uncond + scale * (cond - uncond)
 
 
-def dynamic_cfg(denoise_cond: torch.Tensor, denoise_uncond: torch.Tensor, sigma, curve: GuidanceCurve,
-                sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """CFG with the scale the curve gives at `sigma` (a number or the sampler's [B] sigma tensor)."""
-    return cfg_combine(denoise_cond, denoise_uncond, curve(sigma, sigma_min, sigma_max))
+def parse_points(text: str) -> tuple[tuple[float, float], ...]:
+    """'sigma:scale, sigma:scale, ...' (commas or new lines between pairs) -> pairs."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.replace("\n", ",").split(","))):
+        try:
+            sigma, scale = (float(v) for v in item.split(":"))
+        except ValueError:
+            raise ValueError(f"'points' has {item!r}; write pairs as sigma:scale separated by commas, "
+                             "e.g. '14:7, 1:4, 0.1:1.5'") from None
+        pairs.append((sigma, scale))
+    return tuple(pairs)
 
 
-@dataclass(frozen=True)
-class PhaseGuidance:
-    cond: dict            # model keyword arguments carrying this phase's conditioning
-    curve: GuidanceCurve  # its guidance scale
-
-
-class HierarchicalGuidance:
-    """A guided denoiser `model(x, sigma, **extra)` with its own conditioning and curve for the structure
-    phase (sigma > switch_sigma) and the texture phase (sigma <= switch_sigma), sharing `uncond`.
-
-    `denoise(x, sigma, **kwargs)` is the conditional denoiser. The phase is chosen by the batch's first
-    sigma (samplers use one sigma for the whole batch). Where the scale is exactly 1 the unconditional call
-    is skipped.
-    """
-
-    def __init__(self, denoise, structure: PhaseGuidance, texture: PhaseGuidance, uncond: dict,
-                 switch_sigma: float, sigma_min: float, sigma_max: float):
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.denoise, self.structure, self.texture, self.uncond = denoise, structure, texture, uncond
-        self.switch_sigma, self.sigma_min, self.sigma_max = switch_sigma, sigma_min, sigma_max
-
-    def phase(self, sigma) -> PhaseGuidance:
-        level = float(_as_tensor(sigma).reshape(-1)[0])
-        return self.structure if level > self.switch_sigma else self.texture
-
-    def __call__(self, x, sigma, **extra):
-        phase = self.phase(sigma)
-        scale = phase.curve(torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0]),
-                            self.sigma_min, self.sigma_max)
-        cond = self.denoise(x, sigma, **{**extra, **phase.cond})
-        if bool((scale == 1).all()):
-            return cond
-        uncond = self.denoise(x, sigma, **{**extra, **self.uncond})
-        return cfg_combine(cond, uncond, scale)
+def curve_from_settings(curve: str, fidelity: float, order: str, scale_start: float, scale_end: float,
+                        sigma_lo: float, sigma_hi: float, points: str) -> GuidanceCurve:
+    """The curve that `curve` (one of CURVE_SETTINGS) names, from the settings that kind reads."""
+    if curve == "fidelity":
+        return fidelity_to_curve(fidelity, order)
+    if curve == "constant":
+        return GuidanceCurve.constant(scale_start)
+    if curve == "linear":
+        return GuidanceCurve.linear(scale_start, scale_end)
+    if curve == "cosine":
+        return GuidanceCurve.cosine(scale_start, scale_end)
+    if curve == "interval":
+        return GuidanceCurve.interval(scale_start, sigma_lo, sigma_hi)
+    if curve == "points":
+        return GuidanceCurve.from_points(parse_points(points))
+    raise ValueError(f"'curve' must be one of {CURVE_SETTINGS}, got {curve!r}")

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from .checkpoint import F1Checkpoint, load_checkpoint
 from .diffusion import F1Denoiser
+from .guidance import cfg_combine
 from .sampling import SAMPLERS
+from .schedules import full_schedule_steps
 
 
 class F1Pipeline:
@@ -36,8 +38,7 @@ class F1Pipeline:
         ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler {sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
-        if not 0.0 < denoise <= 1.0:
-            raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+        schedule_steps = full_schedule_steps(steps, denoise)
         if images is not None:
             if images.shape[0] != len(prompts):
                 raise ValueError(f"images: {images.shape[0]} images for {len(prompts)} prompts")
@@ -61,10 +62,9 @@ class F1Pipeline:
         def guided(x, sigma, **_):
             both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), context=context, y=pooled,
                                  context_mask=mask)
-            cond, uncond = both.chunk(2)
-            return uncond + cfg * (cond - uncond)
+            return cfg_combine(*both.chunk(2), cfg)
 
-        sigmas = self.denoiser.sigmas(round(steps / denoise))[-(steps + 1):].to(self.device)
+        sigmas = self.denoiser.sigmas(schedule_steps)[-(steps + 1):].to(self.device)
         start = noise * sigmas[0]
         if images is not None:
             start = start + self.vae.encode(images.to(self.device) * 2 - 1)

@@ -185,7 +185,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
 
 @torch.no_grad()
 def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                          rtol=0.05, atol=0.0078, safety=0.9, stats=None):
+                          rtol=0.05, atol=0.0078, safety=0.9, max_steps=200, stats=None):
     """DPM-Solver++(2M) with error-controlled steps in lambda, from sigmas[0] down to the smallest positive
     sigma in `sigmas`, then (if sigmas ends in 0) the final denoise. Of the schedule in between only the
     first step is used, as the first step size.
@@ -197,10 +197,14 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
     misses D changing fast just ahead and accepts far too large steps there. A step is accepted when the
     error is <= 1 and the next size comes from a PI controller (Gustafsson); a rejected step costs one
     model call and is retried smaller. The first step, with no history, is first order and checked the
-    same way. `stats`, if a dict, receives accepted, rejected and model_calls; the counts are logged.
+    same way. No step is smaller than 1 / max_steps of the lambda range: one that small is accepted whatever
+    its error, so a run takes at most max_steps accepted steps however tight the tolerances.
+    `stats`, if a dict, receives accepted, rejected and model_calls; the counts are logged.
     """
-    if rtol <= 0 and atol <= 0:
-        raise ValueError(f"rtol or atol must be positive, got rtol={rtol}, atol={atol}")
+    if not (math.isfinite(rtol) and math.isfinite(atol) and rtol >= 0 and atol >= 0 and rtol + atol > 0):
+        raise ValueError(f"rtol and atol must be finite and >= 0, one of them positive; got rtol={rtol}, atol={atol}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     if not 0 < safety <= 1:
         raise ValueError(f"safety must be in (0, 1], got {safety}")
     levels = sigmas.tolist()
@@ -217,6 +221,7 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
     sigma = levels[0]
     lam, lam_end = -math.log(sigma), -math.log(positive[-1])
     h = math.log(levels[0] / positive[1])
+    h_min = (lam_end - lam) / max_steps
     prev = None  # (step size, denoised at its start) of the last accepted step
     err_prev = 1.0
     accepted = rejected = 0
@@ -228,7 +233,7 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
     while lam_end - lam > 1e-9 * max(1.0, abs(lam_end)):
         order = 2 if prev is None else 3  # of the local error: first-order step, then 2M
         while True:
-            h = min(h, lam_end - lam)
+            h = min(max(h, h_min), lam_end - lam)
             sigma_next = math.exp(-(lam + h))
             e = 1.0 - sigma_next / sigma
             x_next = _first_order_step(x, denoised, sigma, sigma_next)
@@ -240,7 +245,9 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
             local_error = (e / 2.0) * (denoised_next - denoised - predicted_change)
             scale = atol + rtol * x_next.abs()
             err = (local_error / scale).pow(2).mean().sqrt().item()
-            if err <= 1.0:
+            if not math.isfinite(err):
+                raise ValueError(f"dpmpp_adaptive: the model's output is not finite at sigma {sigma_next:.4g}")
+            if err <= 1.0 or h <= h_min * (1 + 1e-9):
                 break
             rejected += 1
             logger.debug("adaptive: rejected h=%.4f at sigma=%.4g (error %.3f)", h, sigma, err)
@@ -276,18 +283,21 @@ class ReuseCache:
     sum resets. Never reused: the first two calls (the extrapolation needs two real outputs) and calls at
     the schedule's smallest positive sigma (the last step, whose prediction becomes the image). A call at
     a higher sigma than the previous one starts a new trajectory. threshold = 0 never reuses.
+    At most `max_reused_in_row` calls in a row are reused: extrapolating from outputs that were themselves
+    extrapolated drifts, and a high threshold would otherwise skip nearly every call (near-flat images).
     Wrap the whole (guided) denoiser so one call is one sampler step's evaluation.
     """
 
-    def __init__(self, model, threshold: float, sigmas: torch.Tensor):
-        if threshold < 0:
-            raise ValueError(f"threshold must be >= 0 (0 disables reuse), got {threshold}")
+    def __init__(self, model, threshold: float, sigmas: torch.Tensor, max_reused_in_row: int | None = 1):
+        if not 0 <= threshold < math.inf:
+            raise ValueError(f"threshold must be finite and >= 0 (0 disables reuse), got {threshold}")
         positive = sigmas[sigmas > 0]
         if positive.numel() == 0:
             raise ValueError("sigmas must hold at least one positive noise level")
-        self.model, self.threshold = model, threshold
+        self.model, self.threshold, self.max_reused_in_row = model, threshold, max_reused_in_row
         self.last_sigma = float(positive.min())
         self.real_calls = self.reused_calls = 0
+        self._reused_in_row = 0
         self._outputs = []  # (lambda, denoised) of the last two real calls, newest first
         self._previous = None  # (sigma, x) of the previous call
         self._accumulated = 0.0
@@ -301,24 +311,27 @@ class ReuseCache:
             self._accumulated += ((x - x_prev).abs().mean() / x_prev.abs().mean().clamp_min(1e-12)).item()
         self._previous = (level, x)
         lam = -math.log(level)
-        if len(self._outputs) == 2 and level > self.last_sigma * (1 + 1e-6) and self._accumulated < self.threshold:
+        if (len(self._outputs) == 2 and level > self.last_sigma * (1 + 1e-6) and self._accumulated < self.threshold
+                and (self.max_reused_in_row is None or self._reused_in_row < self.max_reused_in_row)):
             self.reused_calls += 1
+            self._reused_in_row += 1
             (lam_a, eps_a), (lam_b, eps_b) = self._outputs
             eps = eps_a + ((lam - lam_a) / (lam_a - lam_b)) * (eps_a - eps_b) if lam_a != lam_b else eps_a
             return x - level * eps
         out = self.model(x, sigma, **extra)
         self.real_calls += 1
+        self._reused_in_row = 0
         self._accumulated = 0.0
         self._outputs = [(lam, (x - out) / level)] + self._outputs[:1]
         return out
 
 
-def with_reuse(sampler, threshold: float, stats=None):
+def with_reuse(sampler, threshold: float, stats=None, max_reused_in_row: int | None = 1):
     """A sampler function (same signature as `sampler`) that runs `sampler` on a ReuseCache of the model.
     `stats`, if a dict, receives real_calls and reused_calls of the latest run."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-        cached = ReuseCache(model, threshold, sigmas)
+        cached = ReuseCache(model, threshold, sigmas, max_reused_in_row)
         out = sampler(cached, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
         logger.info("reuse cache: %d real model calls, %d reused", cached.real_calls, cached.reused_calls)
         if stats is not None:

@@ -17,6 +17,14 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
+def full_schedule_steps(steps: int, denoise: float) -> int:
+    """Length of the schedule whose last `steps` steps an image-to-image run at `denoise` takes; int() as in
+    core's KSampler, so the same settings give the same noise levels everywhere."""
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+    return int(steps / denoise)
+
+
 def _check_sigma_range(sigma_min: float, sigma_max: float):
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")

@@ -139,7 +139,7 @@ def test_guider_scale_follows_the_curve_over_sigma_and_switches_prompts(nodes, c
     sigmas = nodes.F1AdaptiveSigmas.execute(patcher, 6, 6, 2, 0.0, "", 0).result[0]
     sample(custom_sampler, guider, sampler_node(nodes, "euler"), sigmas, seed=0)
 
-    sigma_min, sigma_max = nodes.sigma_range(patcher)
+    sigma_min, sigma_max = import_pack("nodes.f1_guider").sigma_range(patcher)
     assert [s for s, _, _ in spied] == pytest.approx(sigmas[:-1].tolist(), rel=1e-5)
     for sigma, scale, cond in spied:
         progress = math.log(sigma_max / sigma) / math.log(sigma_max / sigma_min)
@@ -149,6 +149,39 @@ def test_guider_scale_follows_the_curve_over_sigma_and_switches_prompts(nodes, c
     scales = [scale for _, scale, _ in spied]
     assert scales == sorted(scales, reverse=True) and scales[0] - scales[-1] > 2.0
     assert {sigma > guider.switch_sigma for sigma, _, _ in spied} == {True, False}
+
+
+def test_core_guidance_hooks_act_under_the_dynamic_guider_exactly_as_under_cfg_guider(comfy, nodes, custom_sampler,
+                                                                                       model):
+    import comfy_extras.nodes_apg
+    patcher, conditioning = model
+    positive, negative = conditioning(1), conditioning(2, tokens=3)
+    sigmas = nodes.F1AdaptiveSigmas.execute(patcher, 5, 5, 2, 0.0, "", 0).result[0]
+    sampler = sampler_node(nodes, "dpmpp_2m")
+
+    def weaker_uncond(args):  # a pre-CFG hook: core hands it both predictions before combining them
+        cond, uncond = args["conds_out"][:2]
+        return [cond, 0.5 * uncond] + args["conds_out"][2:]
+
+    pre_cfg = patcher.clone()
+    pre_cfg.set_model_sampler_pre_cfg_function(weaker_uncond)
+    apg = comfy_extras.nodes_apg.APG.execute(patcher, eta=0.0, norm_threshold=2.0, momentum=0.5).result[0]
+
+    def run(model, dynamic):
+        if dynamic:
+            guider = guider_node(nodes, model, positive, negative, curve="constant", scale_start=5.0).result[0]
+        else:
+            guider = comfy.samplers.CFGGuider(model)
+            guider.set_conds(positive, negative)
+            guider.set_cfg(5.0)
+        return sample(custom_sampler, guider, sampler, sigmas, seed=0)
+
+    plain = run(patcher, dynamic=False)
+    torch.testing.assert_close(run(patcher, dynamic=True), plain, rtol=0, atol=0)
+    for patched in (pre_cfg, apg):
+        under_core = run(patched, dynamic=False)
+        assert (under_core - plain).abs().max() > 1e-3  # the hook does change the image
+        torch.testing.assert_close(run(patched, dynamic=True), under_core, rtol=0, atol=0)
 
 
 def test_phase_strength_zero_turns_guidance_off_in_that_phase(nodes, model):
@@ -177,7 +210,7 @@ def test_complexity_input_sets_the_step_count_without_a_probe(nodes, model):
     lengths = [len(nodes.F1AdaptiveSigmas.execute(patcher, 4, 12, 2, c, "", 0).result[0]) - 1 for c in (0.0, 0.5, 1.0)]
     assert lengths == [4, 8, 12]
     sigmas = nodes.F1AdaptiveSigmas.execute(patcher, 4, 12, 2, 1.0, "", 0).result[0]
-    sigma_min, sigma_max = nodes.sigma_range(patcher)
+    sigma_min, sigma_max = import_pack("nodes.f1_guider").sigma_range(patcher)
     assert float(sigmas[0]) == pytest.approx(sigma_max, rel=1e-5)
     assert float(sigmas[-2]) == pytest.approx(sigma_min, rel=1e-4)
 
@@ -210,3 +243,25 @@ def test_bad_inputs_name_the_input(nodes, model):
     assert "sampler_name" in nodes.F1SamplerSelect.validate_inputs(sampler_name="dpm_fast")
     assert nodes.F1SamplerSelect.validate_inputs(sampler_name="dpmpp_adaptive") is True
     assert "curve" in nodes.F1DynamicGuider.validate_inputs(curve="sine")
+
+
+def test_validators_name_their_inputs_and_refuse_non_finite_values(nodes, model):
+    import inspect
+    for node in (nodes.F1SamplerSelect, nodes.F1DynamicGuider, nodes.F1AdaptiveSigmas, nodes.F1AdaptiveKSampler):
+        kinds = {p.kind for p in inspect.signature(node.validate_inputs).parameters.values()}
+        assert kinds == {inspect.Parameter.POSITIONAL_OR_KEYWORD}  # **kwargs would turn core's range checks off
+    guider_inputs = ("fidelity", "scale_start", "scale_end", "sigma_lo", "sigma_hi", "switch", "structure_strength",
+                     "texture_strength")
+    for name in guider_inputs:
+        for bad in (math.nan, math.inf, -1.0):
+            verdict = nodes.F1DynamicGuider.validate_inputs(**{name: bad})
+            assert verdict.startswith("F1DynamicGuider: input ") and f"'{name}'" in verdict
+    for name in ("reuse_threshold", "eta", "s_noise", "rtol", "atol"):
+        verdict = nodes.F1SamplerSelect.validate_inputs(sampler_name="dpmpp_2m", **{name: math.nan})
+        assert verdict.startswith("F1SamplerSelect: input ") and f"'{name}'" in verdict
+    assert "'rtol'" in nodes.F1SamplerSelect.validate_inputs(sampler_name="dpmpp_adaptive", rtol=0.0, atol=0.0)
+    assert "'complexity'" in nodes.F1AdaptiveSigmas.validate_inputs(complexity=math.nan)
+    assert "'fidelity'" in nodes.F1AdaptiveKSampler.validate_inputs(fidelity=math.inf)
+    patcher, conditioning = model
+    with pytest.raises(ValueError, match="F1DynamicGuider: input 'scale_start'"):  # a value linked from another node
+        guider_node(nodes, patcher, conditioning(1), conditioning(2), curve="constant", scale_start=math.nan)

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from f1core.guidance import (GuidanceCurve, HierarchicalGuidance, PhaseGuidance, cfg_combine, dynamic_cfg,
-                             fidelity_to_curve)
+from f1core.guidance import GuidanceCurve, cfg_combine, curve_from_settings, fidelity_to_curve, sigma_at
 
 LO, HI = 0.002, 80.0
 MID = math.sqrt(LO * HI)  # halfway in log sigma
@@ -88,30 +87,37 @@ def test_cfg_combine_maths():
         cfg_combine(cond, uncond, torch.ones(3))
 
 
-def test_dynamic_cfg_uses_the_curve_per_sigma():
-    cond, uncond = torch.ones(2, 4), torch.zeros(2, 4)
-    out = dynamic_cfg(cond, uncond, torch.tensor([HI, LO]), GuidanceCurve.linear(6.0, 2.0), LO, HI)
-    assert torch.allclose(out[0], torch.full((4,), 6.0)) and torch.allclose(out[1], torch.full((4,), 2.0))
+def test_sigma_at_is_the_curves_log_sigma_progress():
+    assert sigma_at(0.0, LO, HI) == pytest.approx(HI) and sigma_at(1.0, LO, HI) == pytest.approx(LO)
+    assert sigma_at(0.5, LO, HI) == pytest.approx(MID)
+    assert GuidanceCurve.linear(7.0, 2.0)(sigma_at(0.25, LO, HI), LO, HI) == pytest.approx(5.75)
 
 
-def test_hierarchical_guidance_switches_conditioning_and_skips_unneeded_uncond():
-    calls = []
+SETTINGS = dict(fidelity=0.5, order="structure_first", scale_start=5.0, scale_end=2.0, sigma_lo=0.3, sigma_hi=5.0,
+                points="10:6, 1:3\n0.1:1.5")
 
-    def denoise(x, sigma, text, bias=0.0):
-        calls.append(text)
-        return x * 0 + {"layout": 1.0, "detail": 2.0, "": 0.0}[text] + bias
 
-    guided = HierarchicalGuidance(
-        denoise,
-        structure=PhaseGuidance({"text": "layout"}, GuidanceCurve.constant(4.0)),
-        texture=PhaseGuidance({"text": "detail"}, GuidanceCurve.interval(3.0, 0.5, 1.0)),
-        uncond={"text": ""}, switch_sigma=1.0, sigma_min=LO, sigma_max=HI)
-    x = torch.zeros(2, 3)
-    high = guided(x, torch.full((2,), 10.0), bias=0.5)
-    assert calls == ["layout", ""] and torch.allclose(high, torch.full((2, 3), 0.5 + 4.0 * 1.0))
-    calls.clear()
-    at_switch = guided(x, torch.full((2,), 1.0))
-    assert calls == ["detail", ""] and torch.allclose(at_switch, torch.full((2, 3), 6.0))
-    calls.clear()
-    low = guided(x, torch.full((2,), 0.1))  # outside the texture interval: scale 1, conditional only
-    assert calls == ["detail"] and torch.allclose(low, torch.full((2, 3), 2.0))
+@pytest.mark.parametrize("curve", ["fidelity", "constant", "linear", "cosine", "interval", "points"])
+def test_curve_from_settings_builds_each_kind(curve):
+    built = curve_from_settings(curve, **SETTINGS)
+    assert built.kind == ("cosine" if curve == "fidelity" else curve)
+    if curve == "points":
+        assert built.points == ((0.1, 1.5), (1.0, 3.0), (10.0, 6.0))
+
+
+@pytest.mark.parametrize("curve, setting, value, named", [
+    ("points", "points", "10-6", "'points'"),
+    ("points", "points", " , ", "'points'"),
+    ("points", "points", "0:2", "'points'"),
+    ("points", "points", "1:nan", "finite"),
+    ("interval", "sigma_lo", 6.0, "'sigma_lo'"),
+    ("interval", "sigma_lo", math.nan, "'sigma_lo'"),
+    ("constant", "scale_start", math.inf, "finite"),
+    ("linear", "scale_end", math.nan, "finite"),
+    ("fidelity", "fidelity", math.nan, "'fidelity'"),
+    ("fidelity", "order", "middle", "'order'"),
+    ("sine", "fidelity", 0.5, "'curve'"),
+])
+def test_curve_from_settings_names_the_bad_setting(curve, setting, value, named):
+    with pytest.raises(ValueError, match=named):
+        curve_from_settings(curve, **{**SETTINGS, setting: value})

@@ -187,6 +187,32 @@ def test_reuse_keeps_first_two_and_last_calls_real(problem):
         seen.append(float(sigma[0]))
         return model(x, sigma, **extra)
 
-    out = with_reuse(sample_dpmpp_2m, threshold=1e9)(recording, x.clone(), sigmas, extra_args={"shift": 0.5}, disable=True)
+    out = with_reuse(sample_dpmpp_2m, threshold=1e9, max_reused_in_row=None)(recording, x.clone(), sigmas,
+                                                                             extra_args={"shift": 0.5}, disable=True)
     assert seen == [sigmas[0].item(), sigmas[1].item(), sigmas[-2].item()]
     assert torch.isfinite(out).all()
+
+
+def test_reuse_never_skips_more_calls_in_a_row_than_allowed(problem):
+    model, x, _ = problem
+    sigmas = karras(12)
+    cached = ReuseCache(model, 1e9, sigmas)  # a threshold that would reuse every call it may
+    sample_dpmpp_2m(cached, x.clone(), sigmas, disable=True)
+    assert (cached.real_calls, cached.reused_calls) == (7, 5)  # first two real, then alternating, last real
+    with pytest.raises(ValueError, match="threshold"):
+        ReuseCache(model, math.nan, sigmas)
+
+
+@pytest.mark.parametrize("rtol, atol", [(math.nan, 0.01), (0.05, math.inf), (0.0, 0.0), (-0.1, 0.01)])
+def test_adaptive_refuses_bad_tolerances(problem, rtol, atol):
+    model, x, _ = problem
+    with pytest.raises(ValueError, match="rtol"):
+        sample_dpmpp_adaptive(model, x.clone(), karras(10), rtol=rtol, atol=atol, disable=True)
+
+
+def test_adaptive_step_count_is_capped_however_tight_the_tolerances(problem):
+    model, x, _ = problem
+    stats = {}
+    out = sample_dpmpp_adaptive(model, x.clone(), karras(10), rtol=1e-12, atol=0.0, max_steps=40, stats=stats,
+                                disable=True)
+    assert stats["accepted"] <= 41 and torch.isfinite(out).all()
