@@ -6,20 +6,21 @@ Self-attention runs only at /16, on the coarse path, so decoding 1024² costs co
 
 Output range: the decoder has no tanh. `forward` (training) returns the raw reconstruction so gradients are not cut;
 `decode` and `decode_tiled` clamp to [-1, 1], the image range callers display and save.
-"""
-import math
 
+`forward` is the one training pass (posterior, KL, sampling with given noise, optional fake quantization); the
+trainer calls it rather than repeating it.
+"""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import VAEConfig
 from ..ops import resolve
+from ..quantize import fake_quantize
 from ..tiling import tiled_apply
+from .attention import _groups
 
-
-def _groups(channels: int) -> int:
-    return math.gcd(32, channels)  # 32 groups where possible, fewer for narrow layers
+LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in the KL while the encoder is still untrained
 
 
 def _norm_act_conv(ops, in_ch: int, out_ch: int, **dd) -> nn.Sequential:
@@ -125,13 +126,12 @@ class Decoder(nn.Module):
         return self.body(self.fuse(torch.cat([self.fine_in(fine), self.coarse(coarse)], dim=1)))
 
 
-def _sample(mean, logvar, generator):
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+def _sample(mean, logvar, noise):
     return mean + (0.5 * logvar).exp() * noise
 
 
-def _kl_sum(mean, logvar):
-    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum()
+def _kl_mean(mean, logvar):
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
 
 
 def _nearest_multiple(n: int, m: int) -> int:
@@ -168,15 +168,18 @@ class F1VAE(nn.Module):
 
     # --- encode ---------------------------------------------------------------------------------------------------
     def _posterior(self, image):
+        """((mean, logvar) at /8, (mean, logvar) at /16), logvar clamped to LOGVAR_RANGE."""
         self._check_image(image)
-        fine, coarse = self.encoder(image)
-        return fine.chunk(2, dim=1), coarse.chunk(2, dim=1)  # ((mean, logvar), (mean, logvar))
+        return tuple((mean, logvar.clamp(*LOGVAR_RANGE)) for mean, logvar in
+                     (level.chunk(2, dim=1) for level in self.encoder(image)))
 
     def encode(self, image: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None):
         """Image in [-1, 1] -> normalised latent; the posterior mean unless `sample`."""
         (fine, fine_logvar), (coarse, coarse_logvar) = self._posterior(image)
         if sample:
-            fine, coarse = _sample(fine, fine_logvar, generator), _sample(coarse, coarse_logvar, generator)
+            fine, coarse = (_sample(mean, logvar, torch.randn(mean.shape, generator=generator, device=mean.device,
+                                                               dtype=mean.dtype))
+                            for mean, logvar in ((fine, fine_logvar), (coarse, coarse_logvar)))
         latent = self.pack(fine, coarse)
         return (latent - self._stat(self.latent_mean, latent)) / self._stat(self.latent_std, latent)
 
@@ -210,12 +213,20 @@ class F1VAE(nn.Module):
         out = tiled_apply(self._decode_unclamped, latent, tile, overlap, scale=self.config.downscale, align=2)
         return out.clamp(-1.0, 1.0)
 
-    def forward(self, image: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        """Training pass on raw (unnormalised) latents -> (unclamped reconstruction, KL per latent element)."""
+    def forward(self, image: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+                quantize_bits: int | None = None):
+        """Training pass on raw (unnormalised) latents -> (unclamped reconstruction, KL).
+
+        KL: the mean per latent element of each level, summed over the two levels. noise: standard normal
+        (fine, coarse) draws shaped like the two levels, to sample the posterior with (the trainer seeds them);
+        None decodes the posterior means. quantize_bits: fake-quantize the packed latent per 4x4 tile, so the
+        decoder learns to read the quantized latents the pipeline may store (the gradient passes straight)."""
         (fine, fine_logvar), (coarse, coarse_logvar) = self._posterior(image)
-        kl = (_kl_sum(fine, fine_logvar) + _kl_sum(coarse, coarse_logvar)) / (fine.numel() + coarse.numel())
-        if sample:
-            fine, coarse = _sample(fine, fine_logvar, generator), _sample(coarse, coarse_logvar, generator)
+        kl = _kl_mean(fine, fine_logvar) + _kl_mean(coarse, coarse_logvar)
+        if noise is not None:
+            fine, coarse = _sample(fine, fine_logvar, noise[0]), _sample(coarse, coarse_logvar, noise[1])
+        if quantize_bits is not None:
+            fine, coarse = self.unpack(fake_quantize(self.pack(fine, coarse), quantize_bits, "tile", 4))
         return self.decoder(fine, coarse), kl
 
     # --- input checks ---------------------------------------------------------------------------------------------
