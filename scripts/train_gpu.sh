@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The default model's recipe in one GPU call of under 9 minutes: init, VAE, diffusion, export, with the learning
+# curve on. Written for the lent device machine (its python3 has torch; kornia travels as wheels in .whl/):
+#
+#   here:   mkdir -p .whl && pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#               --implementation cp --platform manylinux_2_17_x86_64 -d .whl kornia kornia_rs
+#   device: run(command="bash scripts/train_gpu.sh", carry=[".whl"], timeout_s=560)
+#
+# $OUT gets the export (split into 15 MB parts: `cat f1-gpu.safetensors.part-* > f1-gpu.safetensors`), the run's
+# log.jsonl, curve.png and loss.png. Budgets are wall-clock minutes per stage, so the call ends in time whatever
+# the throughput; steps are upper bounds. Any machine works: without a GPU it is the same recipe, slower.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-output/gpu}
+RUN=${RUN:-/tmp/f1-gpu-run}
+PRESET=${PRESET:-scenes_x4}
+VAE_MINUTES=${VAE_MINUTES:-3}
+DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-4.5}
+VAE_DATA=${VAE_DATA:-scenes:4000}         # ~20k train scenes
+DIFFUSION_DATA=${DIFFUSION_DATA:-scenes:12000}   # ~60k, encoded once into the run's latents.pt
+mkdir -p "$OUT"
+if ! $PY -c "import kornia" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+$PY -c "import torch; print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+TRAIN="$PY -m f1core.train"
+stage() {  # a budget that ends a stage early is its normal end here (exit status 3)
+  $TRAIN "$@" --no-progress; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc
+}
+
+[ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --data "$VAE_DATA" || exit 1
+stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
+    --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
+stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr 6e-4 \
+    --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
+$TRAIN export "$RUN" "$OUT/f1-gpu.safetensors" || exit 1
+split -b 15M -d "$OUT/f1-gpu.safetensors" "$OUT/f1-gpu.safetensors.part-" && rm "$OUT/f1-gpu.safetensors"
+cp "$RUN"/log.jsonl "$RUN"/curve.png "$RUN"/loss.png "$OUT"/ 2>/dev/null
+grep '"curve": true' "$RUN/log.jsonl" | tail -4
