@@ -145,6 +145,26 @@ class RegionalAttention:
         return bias
 
 
+    def joint_bias(self, h: int, w: int, items: int, base_length: int, scale: float = 1.0) -> torch.Tensor:
+        """For joint text-image attention (a DiT such as FLUX; text first, then the h x w image tokens): the additive
+        bias [items, T + h * w, T + h * w], T = base_length + region_tokens. Image queries read the prompts by
+        their shares (as key_bias); each prompt's tokens attend to their own prompt and to the image inside
+        their region (the base prompt's to the whole image); image to image is free."""
+        lengths = torch.tensor([base_length] + self.lengths)
+        group_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        shares = self.weights(h, w, items, scale)
+        # image keys compete with the text here: a query's text as a whole weighs as much as one prompt of the
+        # share-weighted length would (so one region over everything equals prompting it)
+        text_mass = (shares * lengths.float()).sum(-1, keepdim=True).log()
+        image_to_text = self.key_bias(h, w, [True], items, base_length, scale) + text_mass
+        inside = shares > 0
+        inside[..., 0] = True
+        text_to_image = torch.where(inside, 0.0, NEVER).transpose(1, 2)[:, group_of_token]
+        text_to_text = torch.where(group_of_token[:, None] == group_of_token[None], 0.0, NEVER)
+        top = torch.cat([text_to_text.expand(items, -1, -1), text_to_image], dim=2)
+        bottom = torch.cat([image_to_text, torch.zeros(items, h * w, h * w)], dim=2)
+        return torch.cat([top, bottom], dim=1)
+
 # Where a position or a relation puts an object: (x0, y0, x1, y1) as fractions of the image.
 BOXES = {"left": (0.0, 0.0, 0.5, 1.0), "right": (0.5, 0.0, 1.0, 1.0), "top": (0.0, 0.0, 1.0, 0.5),
          "bottom": (0.0, 0.5, 1.0, 1.0), "centre": (0.25, 0.25, 0.75, 0.75)}

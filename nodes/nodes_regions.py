@@ -1,8 +1,11 @@
 """Regional prompt nodes: a prompt per masked region, applied in cross-attention on one model pass
 (f1core.regions), through core's attention patches: an `attn2_patch` appends the region prompts to the
 context and an `attn2` replace patch per transformer layer attends under the regional key bias. Works on
-F.1 and on core's SD1.5/SDXL-family U-Nets; core's own ConditioningSetMask stays the latent-composition path."""
+F.1 and on core's SD1.5/SDXL-family U-Nets. On FLUX, F1RegionalConditioning writes the same regions into core's
+`attention_mask` cond keys (a joint text-image mask in every block). Core's own ConditioningSetMask stays the
+latent-composition path."""
 import logging
+import math
 
 import torch
 from comfy.ldm.modules.attention import optimized_attention
@@ -77,6 +80,31 @@ def encode(clip, text: str) -> torch.Tensor:
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
 
 
+def settings_inputs():
+    """The inputs F1ApplyRegions and F1RegionalConditioning share."""
+    return [
+        F1Regions.Input("regions", tooltip="From F1Region or F1LayoutFromPrompt."),
+        io.Float.Input("base_weight", default=0.0, min=0.0, max=1.0, step=0.05,
+                       tooltip="Share of the positive (base) prompt inside the regions too: 0 = regions only, "
+                               "0.3 = a global prompt keeps some say everywhere."),
+        io.Float.Input("feather", default=4.0, min=0.0, max=256.0, step=0.5,
+                       tooltip="Gaussian softening of mask edges, in mask pixels (soft seams)."),
+        io.Int.Input("grow", default=0, min=-256, max=256,
+                     tooltip="Dilate (positive) or erode (negative) each mask by this many mask pixels."),
+        io.Float.Input("mask_fraction", default=1.0, min=0.0, max=1.0, step=0.05,
+                       tooltip="Share of the sampling steps that run under the masks (layout is set early)."),
+    ]
+
+
+def regional(node: str, regions, base_weight, feather, grow) -> RegionalAttention:
+    if not regions:
+        raise ValueError(f"{node}: input 'regions' is empty; connect an F1Region chain")
+    try:
+        return RegionalAttention(regions, base_weight=base_weight, grow=grow, feather=feather)
+    except ValueError as err:
+        raise ValueError(f"{node}: input 'regions': {err}") from None
+
+
 def regions_input():
     return F1Regions.Input("regions", optional=True, tooltip="Regions to add this one to (chain F1Region nodes).")
 
@@ -126,17 +154,9 @@ class F1ApplyRegions(io.ComfyNode):
                         "and the negative prompt stays unmasked. For the first 'mask_fraction' of the steps, then "
                         "a blend back to the positive prompt.",
             inputs=[
-                io.Model.Input("model", tooltip="F.1, or a core SD1.5/SDXL-family model."),
-                F1Regions.Input("regions", tooltip="From F1Region or F1LayoutFromPrompt."),
-                io.Float.Input("base_weight", default=0.0, min=0.0, max=1.0, step=0.05,
-                               tooltip="Share of the positive (base) prompt inside the regions too: 0 = regions "
-                                       "only, 0.3 = a global prompt keeps some say everywhere."),
-                io.Float.Input("feather", default=4.0, min=0.0, max=256.0, step=0.5,
-                               tooltip="Gaussian softening of mask edges, in mask pixels (soft seams)."),
-                io.Int.Input("grow", default=0, min=-256, max=256,
-                             tooltip="Dilate (positive) or erode (negative) each mask by this many mask pixels."),
-                io.Float.Input("mask_fraction", default=1.0, min=0.0, max=1.0, step=0.05,
-                               tooltip="Share of the sampling steps that run under the masks (layout is set early)."),
+                io.Model.Input("model", tooltip="F.1, or a core SD1.5/SDXL-family model (FLUX: "
+                                                "F1RegionalConditioning)."),
+                *settings_inputs(),
                 io.Float.Input("blend", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Share of the steps over which the regions then fade back to the base prompt."),
             ],
@@ -145,14 +165,9 @@ class F1ApplyRegions(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, regions, base_weight, feather, grow, mask_fraction, blend) -> io.NodeOutput:
-        if not regions:
-            raise ValueError("F1ApplyRegions: input 'regions' is empty; connect an F1Region chain")
+        attention = regional("F1ApplyRegions", regions, base_weight, feather, grow)
+        patch = RegionPatch(attention, mask_fraction, blend)
         layers = attention_layers(model.get_model_object("diffusion_model"))
-        try:
-            regional = RegionalAttention(regions, base_weight=base_weight, grow=grow, feather=feather)
-        except ValueError as err:
-            raise ValueError(f"F1ApplyRegions: input 'regions': {err}") from None
-        patch = RegionPatch(regional, mask_fraction, blend)
         patched = model.clone()
         replaced = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         if replaced:
@@ -161,6 +176,47 @@ class F1ApplyRegions(io.ComfyNode):
         for block, number, index in layers:
             patched.set_model_attn2_replace(patch.attend, block, number, index)
         return io.NodeOutput(patched)
+
+
+class F1RegionalConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1RegionalConditioning",
+            display_name="F.1 Regional Conditioning (FLUX)",
+            category="F1/regions",
+            description="Regional prompts for FLUX (joint text-image attention) through core's attention_mask "
+                        "cond keys: the region prompts join the positive prompt's tokens and a mask in every "
+                        "block lets each image token read its own region's prompt. For the first 'mask_fraction' "
+                        "of the steps; then the positive prompt alone. F.1, SD1.5 and SDXL: F1ApplyRegions.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="The base prompt; it fills what no mask covers."),
+                *settings_inputs(),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="The positive conditioning with the regions in it.")],
+        )
+
+    @classmethod
+    def execute(cls, positive, regions, base_weight, feather, grow, mask_fraction) -> io.NodeOutput:
+        attention = regional("F1RegionalConditioning", regions, base_weight, feather, grow)
+        # FLUX sees the image as 2x2 patches of the /8 latent: masks at that grid; core rescales to the real one
+        height = max(m.shape[-2] for m in attention.masks)
+        width = max(m.shape[-1] for m in attention.masks)
+        grid = (math.ceil(height / 16), math.ceil(width / 16))
+        items = max(m.shape[0] for m in attention.masks)
+        out = []
+        for context, options in positive:
+            try:
+                extended, _ = attention.extend(context)
+            except ValueError as err:
+                raise ValueError(f"F1RegionalConditioning: input 'regions': {err}") from None
+            if mask_fraction > 0:
+                mask = attention.joint_bias(*grid, items, context.shape[1])
+                out.append([extended, {**options, "attention_mask": mask, "attention_mask_img_shape": grid,
+                                       "start_percent": 0.0, "end_percent": mask_fraction}])
+            if mask_fraction < 1:
+                out.append([context, {**options, "start_percent": mask_fraction, "end_percent": 1.0}])
+        return io.NodeOutput(out)
 
 
 class F1LayoutFromPrompt(io.ComfyNode):
@@ -203,4 +259,4 @@ class F1LayoutFromPrompt(io.ComfyNode):
         return io.NodeOutput(list(regions or []) + added, masks, preview, phrases, ui={"text": [phrases]})
 
 
-NODES = [F1Region, F1ApplyRegions, F1LayoutFromPrompt]
+NODES = [F1Region, F1ApplyRegions, F1RegionalConditioning, F1LayoutFromPrompt]

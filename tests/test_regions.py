@@ -364,3 +364,47 @@ def test_bad_models_and_widths_get_clear_errors(comfy, region_nodes, core_model)
     wrong = apply(region_nodes, patcher, [Region(ctx(3, 4, width + 1), torch.ones(8, 8))])
     with pytest.raises(ValueError, match="encode the regions with this model's CLIP"):
         first_denoised(comfy, wrong, conditioning(1), conditioning(2), latent_for(patcher, 1, 8, 8))
+
+
+def flux_patcher(comfy):
+    """A tiny core FLUX-architecture model (double and single blocks, RoPE, 2x2 patches), random weights."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from test_adaptive_nodes import _randomise
+    config = comfy.supported_models.Flux({
+        "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 8, "context_in_dim": WIDTH,
+        "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+        "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": False})
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    _randomise(model.diffusion_model)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def test_flux_regions_through_core_attention_mask_cond_keys(comfy, region_nodes):
+    patcher = flux_patcher(comfy)
+    extra = {"pooled_output": torch.zeros(1, 8)}
+    positive, negative = [[ctx(1, 4), dict(extra)]], [[ctx(2, 6), dict(extra)]]
+    h, w = 9, 7  # odd: FLUX pads to 5x4 patches
+    latent = torch.zeros(2, 16, h, w)
+    everywhere, region = ctx(3, 5), torch.ones(h * 8, w * 8)
+
+    def regional(fraction, mask=region):
+        return region_nodes.F1RegionalConditioning.execute(positive, [Region(everywhere, mask)], 0.0, 0.0, 0,
+                                                           fraction).result[0]
+
+    cond, uncond, out = first_denoised(comfy, patcher, regional(1.0), negative, latent)
+    want_cond, want_uncond, _ = first_denoised(comfy, patcher, [[everywhere, dict(extra)]], negative, latent)
+    base_cond, _, _ = first_denoised(comfy, patcher, positive, negative, latent)
+    torch.testing.assert_close(cond, want_cond, rtol=1e-4, atol=1e-4)   # a region over everything = prompting it
+    torch.testing.assert_close(uncond, want_uncond, rtol=1e-4, atol=1e-4)  # the negative is not masked
+    assert (cond - base_cond).abs().max() > 1e-3 and torch.isfinite(out).all()
+    left = torch.zeros(h * 8, w * 8)
+    left[:, :28] = 1
+    split, _, out = first_denoised(comfy, patcher, regional(1.0, left), negative, latent)
+    assert (split - want_cond).abs().max() > 1e-3 and (split - base_cond).abs().max() > 1e-3
+    assert torch.isfinite(out).all()
+    staged = regional(0.5)
+    assert [(c[1]["start_percent"], c[1]["end_percent"]) for c in staged] == [(0.0, 0.5), (0.5, 1.0)]
+    assert "attention_mask" not in staged[1][1] and torch.equal(staged[1][0], positive[0][0])
