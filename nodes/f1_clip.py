@@ -5,6 +5,9 @@ import torch
 import comfy.model_management
 import comfy.sd
 
+from . import f1_limits
+from .f1_limits import interruptible
+
 
 class F1Tokenizer:
     """The F.1 encoder tokenizes internally (both towers, chunked windows); tokens carry the prompt text."""
@@ -38,7 +41,8 @@ class F1TextModel(torch.nn.Module):
         on, so they do not apply."""
 
     def encode_token_weights(self, tokens):
-        encoding = self.encoder.encode([tokens["f1"]])
+        with interruptible():  # /interrupt reaches between text windows
+            encoding = self.encoder.encode([tokens["f1"]], max_tokens=f1_limits.current().max_prompt_tokens)
         # one prompt per call: dropping padded tokens equals masking them in cross-attention
         context = encoding.context[:, encoding.mask[0]]
         out_device = comfy.model_management.intermediate_device()

@@ -1,16 +1,49 @@
 """Model folders for F.1 files: ComfyUI's models/f1 and the pack's own models/ (generated and shipped weights).
 
-Paths a user configured (extra_model_paths.yaml) are kept; only .safetensors are listed."""
+Paths a user configured (extra_model_paths.yaml) are kept; only .safetensors are listed. A checkpoint must be a
+regular file inside one of these folders: symbolic links, and names that resolve outside the folders, are
+neither listed nor opened (a link dropped into a shared models folder must not reach the rest of the disk)."""
 import os
 
 import folder_paths
 
 PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 FOLDER = "f1"
+SUFFIX = ".safetensors"
 
 
 def register_model_folders():
     for path in (os.path.join(folder_paths.models_dir, FOLDER), PACK_MODELS):
         folder_paths.add_model_folder_path(FOLDER, path)
     paths, _ = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, {SUFFIX})
+
+
+def checkpoint_path(name: str) -> str:
+    """The full path of checkpoint `name`; ValueError saying why when it is missing, a link or outside."""
+    if not isinstance(name, str) or not name.endswith(SUFFIX) or "\0" in name:
+        raise ValueError(f"'{name}' is not a {SUFFIX} file name")
+    for folder in folder_paths.get_folder_paths(FOLDER):
+        full = os.path.join(folder, name)
+        if not os.path.lexists(full):
+            continue
+        root, real = os.path.realpath(folder), os.path.realpath(full)
+        if os.path.islink(full) or os.path.commonpath([root, real]) != root:
+            raise ValueError(f"'{name}' is a symbolic link or resolves outside the F.1 model folder {folder}; "
+                             "copy the file itself into the folder")
+        if not os.path.isfile(full):
+            raise ValueError(f"'{name}' is not a regular file")
+        return full
+    raise ValueError(f"'{name}' is not in the F.1 model folders ({', '.join(folder_paths.get_folder_paths(FOLDER))})")
+
+
+def checkpoint_names() -> list[str]:
+    """The checkpoints the loader offers: ComfyUI's listing less links and files outside the folders."""
+    names = []
+    for name in folder_paths.get_filename_list(FOLDER):
+        try:
+            checkpoint_path(name)
+        except ValueError:
+            continue
+        names.append(name)
+    return names

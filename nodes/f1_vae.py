@@ -11,6 +11,7 @@ import comfy.model_patcher
 import comfy.utils
 
 from ..f1core.models.vae import F1VAE
+from .f1_limits import interruptible
 
 TILE_PIXELS = 512  # images with a side above this encode/decode in overlapping tiles
 
@@ -38,7 +39,7 @@ class F1VAEHandle:
         """IMAGE [B,H,W,C] in 0..1 -> normalised latent [B,C,h,w]."""
         comfy.model_management.load_models_gpu([self.patcher])
         image = pixels[..., :3].movedim(-1, 1).to(self.load_device, torch.float32) * 2 - 1
-        with torch.inference_mode():
+        with torch.inference_mode(), interruptible():  # /interrupt reaches between tiles
             if max(image.shape[-2:]) > TILE_PIXELS:
                 latent = self.vae.encode_tiled(image, tile=TILE_PIXELS)
             else:
@@ -51,7 +52,7 @@ class F1VAEHandle:
         tile = TILE_PIXELS // self.downscale
         pbar = comfy.utils.ProgressBar(latent.shape[0])
         images = []
-        with torch.inference_mode():
+        with torch.inference_mode(), interruptible():  # /interrupt reaches between tiles
             for item in latent.split(1):
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 item = item.to(self.load_device, torch.float32)

@@ -4,6 +4,8 @@ import comfy.model_management
 from comfy_api.latest import io
 
 from ..f1core.quantize import quantize_latent
+from . import f1_limits
+from .f1_inputs import declared_limits_error, raise_if_invalid
 from .nodes_loaders import F1Vae
 
 
@@ -39,14 +41,19 @@ class F1EmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width, height, **_):
+    def validate_inputs(cls, width, height, batch_size):
+        # naming the inputs turns core's range checks off for them, so declared_limits_error repeats those
+        error = declared_limits_error(cls, width=width, height=height, batch_size=batch_size)
         for name, value in (("width", width), ("height", height)):
-            if value % 16:
-                return f"F1EmptyLatent: input '{name}' must be a multiple of 16 (got {value}); try {round(value / 16) * 16}"
-        return True
+            if error is None and isinstance(value, int) and value % 16:
+                error = (f"F1EmptyLatent: input '{name}' must be a multiple of 16 (got {value}); "
+                         f"try {max(64, round(value / 16) * 16)}")
+        return error or f1_limits.pixels_error("F1EmptyLatent", width, height, batch_size,
+                                               "width, height or batch_size") or True
 
     @classmethod
     def execute(cls, vae, width, height, batch_size) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(width, height, batch_size))
         latent = torch.zeros([batch_size, vae.latent_channels, height // vae.downscale, width // vae.downscale],
                              device=comfy.model_management.intermediate_device())
         return io.NodeOutput({"samples": latent})
@@ -75,7 +82,16 @@ class F1VAEEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, latent_bits, granularity):
+        return declared_limits_error(cls, latent_bits=latent_bits, granularity=granularity) or True
+
+    @classmethod
     def execute(cls, vae, pixels, latent_bits, granularity) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(latent_bits, granularity))
+        if pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
+            raise ValueError(f"F1VAEEncode: input 'pixels' must be an IMAGE batch [B, H, W, 3], got shape "
+                             f"{tuple(pixels.shape)}; connect an image output")
+        f1_limits.raise_if_over_budget("F1VAEEncode", "pixels", pixels.shape)
         h, w = pixels.shape[1:3]
         m = vae.size_multiple
         if h % m or w % m:
@@ -109,6 +125,7 @@ class F1VAEDecode(io.ComfyNode):
     def execute(cls, vae, samples) -> io.NodeOutput:
         latent = samples["samples"]
         _check_latent("F1VAEDecode", vae, latent)
+        f1_limits.raise_if_over_budget("F1VAEDecode", "samples", latent.shape, vae.downscale)
         return io.NodeOutput(vae.decode(latent))
 
 

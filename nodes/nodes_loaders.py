@@ -1,9 +1,8 @@
-import folder_paths
 from comfy_api.latest import io
 
 from ..f1core.checkpoint import CheckpointError, load_checkpoint
 from .f1_clip import clip_from_text_encoder
-from .f1_files import FOLDER, register_model_folders
+from .f1_files import checkpoint_names, checkpoint_path, register_model_folders
 from .f1_model import model_patcher_from_unet
 from .f1_vae import F1VAEHandle
 
@@ -21,7 +20,7 @@ class F1CheckpointLoader(io.ComfyNode):
             category="F1/loaders",
             description="Loads an F.1 .safetensors checkpoint (from models/f1) as a native MODEL and CLIP, "
                         "plus the F.1 VAE.",
-            inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list(FOLDER),
+            inputs=[io.Combo.Input("ckpt_name", options=checkpoint_names(),
                                    tooltip="An F.1 checkpoint in models/f1 (only .safetensors are listed).")],
             outputs=[io.Model.Output(tooltip="The F.1 U-Net as a native MODEL: core samplers, guiders and model "
                                              "patches accept it."),
@@ -34,15 +33,22 @@ class F1CheckpointLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, ckpt_name):
         # core 0.3.75 does not check V3 combo values against their options, so the loader does
-        if ckpt_name not in folder_paths.get_filename_list(FOLDER):
-            folders = ", ".join(folder_paths.get_folder_paths(FOLDER))
-            return (f"F1CheckpointLoader: ckpt_name '{ckpt_name}' is not an F.1 checkpoint in models/f1 ({folders}); "
-                    "put the .safetensors file there and press R to refresh")
+        if not isinstance(ckpt_name, str) or ckpt_name not in checkpoint_names():
+            try:
+                checkpoint_path(ckpt_name)
+                reason = "is not listed"
+            except ValueError as err:
+                reason = str(err).removeprefix(f"'{ckpt_name}' ")
+            return (f"F1CheckpointLoader: input 'ckpt_name' '{ckpt_name}' {reason}; put the .safetensors file in "
+                    "models/f1 and press R to refresh")
         return True
 
     @classmethod
     def execute(cls, ckpt_name) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise(FOLDER, ckpt_name)
+        try:  # again here: the file may have changed since the prompt was validated
+            path = checkpoint_path(ckpt_name)
+        except ValueError as err:
+            raise ValueError(f"F1CheckpointLoader: input 'ckpt_name' {err}") from None
         try:
             ckpt = load_checkpoint(path)
         except CheckpointError as e:

@@ -1,7 +1,12 @@
 import comfy.samplers
 from comfy_api.latest import io
 
+from ..f1core import limits
+from . import f1_limits
+from .f1_inputs import declared_limits_error, raise_if_invalid
 from .f1_sampling import karras_sigmas_for, ksampler, run_guided
+
+LATENT_SCALE = 8  # image pixels per latent pixel for F.1, SD1.5, SDXL and FLUX; the budget counts image pixels
 
 
 def sampling_inputs() -> list:
@@ -41,9 +46,25 @@ class F1Sampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, steps, cfg, denoise):
+        error = declared_limits_error(cls, steps=steps, cfg=cfg, denoise=denoise)
+        if error is None and isinstance(denoise, float) and 0.0 < denoise < limits.MIN_DENOISE:
+            # the schedule holds steps / denoise levels, so a tiny denoise would allocate without bound
+            error = (f"F1Sampler: input 'denoise' is {denoise:g}; use 0 (return the latent unchanged) or at least "
+                     f"{limits.MIN_DENOISE}")
+        max_steps = f1_limits.current().max_steps
+        if error is None and isinstance(steps, int) and steps > max_steps:
+            error = (f"F1Sampler: input 'steps' is {steps}, over the step budget of {max_steps}; lower it or raise "
+                     f"{limits.ENV['max_steps']}")
+        return error or True
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, denoise) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(steps, cfg, denoise))
         if denoise <= 0.0:
             return io.NodeOutput(latent_image)
+        f1_limits.raise_if_over_budget("F1Sampler", "latent_image", latent_image["samples"].shape,
+                                       LATENT_SCALE)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)

@@ -2,6 +2,7 @@
 images against a spec with F.1's compositional detector."""
 import json
 
+import comfy.model_management
 import torch
 from comfy_api.latest import io
 
@@ -10,6 +11,10 @@ from ..f1core.data.captions import caption, parse_caption
 from ..f1core.data.spec import SceneSpec
 from ..f1core.eval.detector import detect
 from ..f1core.eval.scoring import score_detection
+from ..f1core.limits import MAX_CAPTION_CHARS
+from . import f1_limits
+from .f1_inputs import raise_if_invalid
+from .f1_limits import interruptible
 
 
 def _spec_from_text(node: str, text: str) -> SceneSpec:
@@ -17,10 +22,17 @@ def _spec_from_text(node: str, text: str) -> SceneSpec:
     text = (text or "").strip()
     try:
         return SceneSpec.from_json(text) if text.startswith("{") else parse_caption(text)
-    except ValueError as err:
+    except (ValueError, TypeError, RecursionError) as err:  # hostile JSON must not escape as another error
         raise ValueError(f"{node}: input 'spec' is not a valid scene ({err}). Give a caption such as "
                          "'a red circle to the left of a blue square' or a spec JSON such as "
                          '{"objects": [{"shape": "circle", "colour": "red"}]}') from None
+
+
+def _spec_length_error(node: str, text) -> str | None:
+    if isinstance(text, str) and len(text) > MAX_CAPTION_CHARS:
+        return (f"{node}: input 'spec' is {len(text):,} characters, over the limit of {MAX_CAPTION_CHARS}; a scene "
+                "holds at most a few objects, so describe each once")
+    return None
 
 
 def _as_rgb(map_2d: torch.Tensor) -> torch.Tensor:
@@ -59,10 +71,16 @@ class F1SceneRender(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, spec):
+        return _spec_length_error("F1SceneRender", spec) or True
+
+    @classmethod
     def execute(cls, spec, width, height, seed) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(spec))
         parsed = _spec_from_text("F1SceneRender", spec)
         try:
-            sample = scenes.render_scene(parsed, width, height, seed=seed)
+            with interruptible():  # /interrupt reaches between layout attempts and objects
+                sample = scenes.render_scene(parsed, width, height, seed=seed)
         except ValueError as err:
             raise ValueError(f"F1SceneRender: inputs 'width'/'height' cannot hold this scene ({err})") from None
         spec_json = json.dumps(parsed.to_dict() | {"caption": caption(parsed)})
@@ -94,13 +112,20 @@ class F1Evaluate(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, spec):
+        return _spec_length_error("F1Evaluate", spec) or True
+
+    @classmethod
     def execute(cls, image, spec) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(spec))
         parsed = _spec_from_text("F1Evaluate", spec)
         if image.ndim != 4 or image.shape[-1] != 3:
             raise ValueError(f"F1Evaluate: input 'image' must be an RGB IMAGE batch [B, H, W, 3], got shape "
                              f"{tuple(image.shape)}; convert it with an RGB image node first")
+        f1_limits.raise_if_over_budget("F1Evaluate", "image", image.shape)
         results, lines = [], []
         for index, frame in enumerate(image):
+            comfy.model_management.throw_exception_if_processing_interrupted()
             detection = detect(frame)
             scored = score_detection(parsed, detection)
             seen = ", ".join(f"{o.style} {o.colour} {o.shape}" for o in detection.objects) or "nothing"

@@ -1,5 +1,9 @@
 from comfy_api.latest import io
 
+from ..f1core import limits
+from . import f1_limits
+from .f1_inputs import raise_if_invalid
+
 
 class F1TextEncode(io.ComfyNode):
     @classmethod
@@ -21,10 +25,23 @@ class F1TextEncode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text):
+        # a cheap bound before tokenizing; the token limit itself is checked when the text is encoded
+        chars = f1_limits.current().max_prompt_chars
+        if isinstance(text, str) and len(text) > chars:
+            return (f"F1TextEncode: input 'text' is {len(text):,} characters, over the limit of {chars:,}; shorten "
+                    f"it or raise {limits.ENV['max_prompt_tokens']}")
+        return True
+
+    @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:
         if clip is None:
             raise ValueError("F1TextEncode: input 'clip' is empty; connect the CLIP output of Load F.1 Checkpoint")
-        conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        raise_if_invalid(cls.validate_inputs(text))
+        try:
+            conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        except limits.PromptTooLong as err:
+            raise ValueError(f"F1TextEncode: input 'text': {err}") from None
         weights = conditioning[0][1].get("f1_encoder_weights")
         if weights is None:
             return io.NodeOutput(conditioning)
