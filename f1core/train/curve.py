@@ -20,6 +20,10 @@ from ..checkpoint import F1Checkpoint
 from ..data.captions import caption
 from ..data.spec import CATEGORIES
 from ..data.splits import load_split
+# imported here, not when the first point is scored: a long run must not pick up half-edited modules later
+from ..eval.diagnose import BATCH, judge, reconstruct, render_truth
+from ..eval.metrics import psnr
+from ..pipeline import F1Pipeline
 
 CURVE_SCENES = 98      # 14 val scenes per category
 DEFAULT_STEPS = 20     # `python -m f1core.eval model`'s defaults, so the curve ends where the eval starts
@@ -35,22 +39,17 @@ def curve_specs(count: int = CURVE_SCENES):
 
 class ValCurve:
     def __init__(self, resolution: int, count: int = CURVE_SCENES):
-        from ..eval.diagnose import render_truth
         self.specs = curve_specs(count)
         self.truth = render_truth(self.specs, resolution)   # [N, 3, H, W] in [0, 1]
 
     @torch.no_grad()
     def score_vae(self, vae) -> dict:
-        from ..eval.diagnose import judge, reconstruct
-        from ..eval.metrics import psnr
         recon = reconstruct(vae, self.truth)
         report = judge(recon, self.specs)
         return _record(report) | {"psnr": float(psnr(recon, self.truth))}
 
     @torch.no_grad()
     def score_model(self, config, unet, vae, text) -> dict:
-        from ..eval.diagnose import BATCH, judge
-        from ..pipeline import F1Pipeline
         pipe = F1Pipeline(F1Checkpoint(config=config, path="<training>", unet=unet, vae=vae, text=text))
         prompts = [caption(spec) for spec in self.specs]
         images = torch.cat([pipe(prompts[i:i + BATCH], steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, seed=i)
