@@ -134,6 +134,24 @@ class F1Config:
         return _from_dict(cls, json.loads(text))
 
 
+def with_overrides(config: F1Config, overrides: dict[str, object]) -> F1Config:
+    """`config` with dotted fields replaced, e.g. {"unet.attention_levels": [2]} (lists become tuples)."""
+    for path, value in overrides.items():
+        *parents, name = path.split(".")
+        chain = [config]
+        for parent in parents:
+            if not dataclasses.is_dataclass(chain[-1]) or not hasattr(chain[-1], parent):
+                raise ValueError(f"config override {path!r}: {parent!r} is not a section of {type(chain[-1]).__name__}")
+            chain.append(getattr(chain[-1], parent))
+        if name not in {f.name for f in dataclasses.fields(chain[-1])}:
+            raise ValueError(f"config override {path!r}: {type(chain[-1]).__name__} has no field {name!r}")
+        value = tuple(value) if isinstance(value, list) else value
+        for node, key in zip(reversed(chain), reversed([*parents, name])):
+            value = dataclasses.replace(node, **{key: value})
+        config = value
+    return config
+
+
 def _from_dict(cls, data: dict):
     """Rebuild a nested frozen dataclass; unknown keys are an error so a bad file is caught early."""
     fields = {f.name: f for f in dataclasses.fields(cls)}

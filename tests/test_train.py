@@ -339,3 +339,15 @@ def test_cpu_budget_stops_the_stage_and_a_rerun_continues(vae_run, tmp_path):
     assert train(run, ToyDataset(), _vae_config(40, cpu_hours=spent), progress=False)["step"] == 31
     assert load_state(run, "vae")["step"] == 31
     assert train(run, ToyDataset(), _vae_config(40), progress=False)["step"] == 40
+
+
+def test_config_overrides_replace_nested_fields_and_refuse_unknown_ones():
+    from f1core.config import tiny, with_overrides
+    from f1core.train.__main__ import parse_config_overrides
+    config = with_overrides(tiny(), parse_config_overrides(["unet.attention_levels=[]", "unet.model_channels=48"]))
+    assert config.unet.attention_levels == () and config.unet.model_channels == 48
+    assert config.vae == tiny().vae
+    with pytest.raises(ValueError, match="UNetConfig has no field 'width'"):
+        with_overrides(tiny(), {"unet.width": 3})
+    with pytest.raises(ValueError, match="FIELD=JSON"):
+        parse_config_overrides(["unet.model_channels"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -48,6 +49,19 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def parse_config_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--config {pair!r}: expected FIELD=JSON, e.g. unet.attention_levels=[2]")
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m f1core.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +72,8 @@ def main(argv=None):
     init.add_argument("--vocab-size", type=int, default=1024)
     init.add_argument("--data", default="scenes")
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--config", action="append", default=[], metavar="FIELD=JSON",
+                      help="override a preset field, e.g. unet.attention_levels=[2] or unet.model_channels=96")
     init.add_argument("--from", dest="init_from", metavar="CKPT",
                       help="start from a trained F.1 checkpoint's weights, config and vocabularies (--preset, "
                            "--vocab-size and --data are then unused)")
@@ -83,6 +99,7 @@ def main(argv=None):
     if args.command == "init":
         preset = f1config.PRESETS[args.preset]
         config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()
+        config = f1config.with_overrides(config, parse_config_overrides(args.config))
         dataset = make_dataset(args.data, config.resolution)
         print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed))
         return
