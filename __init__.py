@@ -2,6 +2,8 @@
 
 ComfyUI imports are deferred to the entry point, so `f1core` and the tests can import this folder without ComfyUI."""
 
+WEB_DIRECTORY = "./web"  # a frontend extension that shows the nodes' text results on the nodes
+
 
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension

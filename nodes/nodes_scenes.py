@@ -3,13 +3,15 @@ images against a spec with F.1's compositional detector."""
 import json
 
 import comfy.model_management
+import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..f1core.data import scenes
 from ..f1core.data.captions import caption, parse_caption
 from ..f1core.data.spec import SceneSpec
 from ..f1core.eval.detector import detect
+from ..f1core.eval.report import annotate
 from ..f1core.eval.scoring import score_detection
 from ..f1core.limits import MAX_CAPTION_CHARS
 from . import f1_limits
@@ -33,6 +35,9 @@ def _spec_length_error(node: str, text) -> str | None:
         return (f"{node}: input 'spec' is {len(text):,} characters, over the limit of {MAX_CAPTION_CHARS}; a scene "
                 "holds at most a few objects, so describe each once")
     return None
+
+
+ANNOTATED_MIN_SIDE = 256  # labels stay readable on small (e.g. 64x64) images
 
 
 def _as_rgb(map_2d: torch.Tensor) -> torch.Tensor:
@@ -108,6 +113,10 @@ class F1Evaluate(io.ComfyNode):
                 io.String.Output(display_name="report", tooltip="JSON: the caption, score, and per image whether it "
                                                                 "passed, what was detected and what failed."),
                 io.Float.Output(display_name="score", tooltip="Share of images that pass, 0 to 1."),
+                # appended in 0.2.0: earlier outputs keep their slots, so saved workflows still connect
+                io.Image.Output(display_name="annotated",
+                                tooltip="Each image with a box and label per detected object and a green (pass) or "
+                                        "red (fail) frame; also previewed on the node."),
             ],
         )
 
@@ -123,19 +132,23 @@ class F1Evaluate(io.ComfyNode):
             raise ValueError(f"F1Evaluate: input 'image' must be an RGB IMAGE batch [B, H, W, 3], got shape "
                              f"{tuple(image.shape)}; convert it with an RGB image node first")
         f1_limits.raise_if_over_budget("F1Evaluate", "image", image.shape)
-        results, lines = [], []
+        results, lines, annotated = [], [], []
+        side = max(ANNOTATED_MIN_SIDE, *image.shape[1:3])
         for index, frame in enumerate(image):
             comfy.model_management.throw_exception_if_processing_interrupted()
             detection = detect(frame)
             scored = score_detection(parsed, detection)
             seen = ", ".join(f"{o.style} {o.colour} {o.shape}" for o in detection.objects) or "nothing"
             results.append({"passed": scored.passed, "failures": list(scored.failures), "detected": seen})
+            annotated.append(np.asarray(annotate(frame.cpu().numpy(), detection, scored.passed, side)))
             lines.append(f"image {index}: {'PASS' if scored.passed else 'FAIL'} ({scored.category}); saw {seen}"
                          + (f"; {'; '.join(scored.failures)}" if scored.failures else ""))
         score = sum(r["passed"] for r in results) / len(results)
         report = json.dumps({"caption": caption(parsed), "category": parsed.category, "score": score,
                              "images": results})
-        return io.NodeOutput(report, score, ui={"text": [f"score {score:.3f}"] + lines})
+        annotated = torch.from_numpy(np.stack(annotated)).float() / 255.0
+        shown = {"text": [f"score {score:.3f}"] + lines, **ui.PreviewImage(annotated, cls=cls).as_dict()}
+        return io.NodeOutput(report, score, annotated, ui=shown)
 
 
 NODES = [F1SceneRender, F1Evaluate]

@@ -1,4 +1,4 @@
-"""`make demo`: render workflows/f1_txt2img through a real ComfyUI's /prompt queue and print the PNG's path."""
+"""`make demo`: render the f1_txt2img example workflow through a real ComfyUI's /prompt queue and print the PNG's path."""
 import json
 import shutil
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from comfy_host import ROOT, ComfyServer, error_message  # noqa: E402
 
-WORKFLOW = ROOT / "workflows" / "f1_txt2img_api.json"
+WORKFLOW = ROOT / "example_workflows" / "api" / "f1_txt2img.json"
 OUTPUT = ROOT / "output"
 
 

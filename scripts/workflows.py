@@ -1,17 +1,25 @@
-"""Convert between ComfyUI's API workflow format and its UI (graph editor) format, using /object_info.
+"""The pack's example workflows: UI-format templates in example_workflows/ (listed by ComfyUI's template browser,
+each with a same-name .jpg thumbnail) and their API-format twins in example_workflows/api/ (a subfolder, which
+the browser does not list: it cannot open API files).
 
-    python scripts/workflows.py            # (re)write every workflows/*.json UI twin from its *_api.json
+    python scripts/workflows.py     # (re)write every UI template and thumbnail from its API twin
 
-The UI files are generated with a left-to-right layout by graph depth; a test converts them back and
-checks they still equal their API twins."""
+The API twins are the source. The UI files are generated from them with a layout that fits a 1600x900 canvas
+at a zoom where the frontend still draws text; a test converts them back and checks they equal their twins.
+Thumbnails are the workflow's own output, rendered through a real ComfyUI."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+TEMPLATES = Path(__file__).resolve().parents[1] / "example_workflows"
+API = TEMPLATES / "api"
+OUTPUT_NODES = {"SaveImage", "PreviewImage"}  # drawn large enough to show their image
+VIEW = (1600, 900)  # the canvas the templates must fit, in screen pixels
+MIN_SCALE = 0.65  # below about this zoom the frontend stops drawing text
 
 
 def _inputs(info: dict) -> list[tuple[str, object, dict]]:
@@ -73,7 +81,7 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         return depth[node_id]
 
     order = sorted(ids, key=lambda i: (node_depth(i), int(i)))
-    nodes, links, column_y = [], [], {}
+    nodes, links = [], []
     outputs_links = {i: {} for i in ids}
     for node_id in ids:
         for name, value in api[node_id]["inputs"].items():
@@ -96,14 +104,13 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
                     slot["widget"] = {"name": name}
                 linked.append(slot)
         widgets = _widget_values(spec, {k: v for k, v in node["inputs"].items() if not isinstance(v, list)})
-        col = node_depth(node_id)
         height = 46 + 26 * (len(linked) + len(widgets) + max(1, len(info["output"])))
         if any(isinstance(v, str) and "\n" in v or (isinstance(v, str) and len(v) > 40) for v in widgets):
             height += 90
-        y = column_y.get(col, 60)
-        column_y[col] = y + height + 50
+        if info.get("output_node"):
+            height = max(height, 380)  # room for the image or text the node shows after a run
         nodes.append({
-            "id": int(node_id), "type": node["class_type"], "pos": [60 + 380 * col, y], "size": [340, height],
+            "id": int(node_id), "type": node["class_type"], "pos": [0, 0], "size": [340, height],
             "flags": {}, "order": index, "mode": 0, "inputs": linked,
             "outputs": [{"name": name, "type": kind, "links": outputs_links[node_id].get(slot, []), "slot_index": slot}
                         for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))],
@@ -115,11 +122,40 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
     for link in links:  # the UI stores the target slot index, not the input name
         target = next(n for n in nodes if n["id"] == link[3])
         link[4] = next(i for i, slot in enumerate(target["inputs"]) if slot["link"] == link[0])
-    width = max(n["pos"][0] + n["size"][0] for n in nodes) + 60
-    # fit the graph's width, but not below the zoom at which the frontend stops drawing text
-    view = {"scale": round(max(0.65, min(1.0, 1400 / width)), 2), "offset": [90, 130]}
+    # a column per graph depth, each node as late as its consumers allow, so sources sit beside their use
+    last = max(node_depth(i) for i in ids)
+    column = {}
+    for node_id in sorted(ids, key=node_depth, reverse=True):
+        users = [column[int(c)] for c in ids if int(c) in column
+                 and any(isinstance(v, list) and v[0] == node_id for v in api[c]["inputs"].values())]
+        column[int(node_id)] = min(users) - 1 if users else last
+    view = _layout(nodes, column)
     return {"last_node_id": max(int(i) for i in ids), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": view}, "version": 0.4}
+
+
+def _layout(nodes: list[dict], column: dict[int, int], offset=(90, 130)) -> dict:
+    """Columns by graph depth, wrapped into bands of `per_band` columns, with `per_band` chosen for the largest
+    zoom at which the whole graph (every output included) fits VIEW; returns the frontend's view ("ds")."""
+    columns = max(column.values()) + 1
+    best = None
+    for per_band in range(1, columns + 1):
+        positions, slot_top = {}, [60] * per_band  # a band's column starts below the same slot of the band above
+        for col in range(columns):
+            slot, y = col % per_band, slot_top[col % per_band]
+            for node in (n for n in nodes if column[n["id"]] == col):
+                positions[node["id"]] = [60 + 380 * slot, y]
+                y += node["size"][1] + 50
+            slot_top[slot] = y + 40
+        right = max(positions[n["id"]][0] + n["size"][0] for n in nodes) + offset[0] + 40
+        low = max(positions[n["id"]][1] + n["size"][1] for n in nodes) + offset[1] + 40
+        scale = min(1.0, VIEW[0] / right, VIEW[1] / low)
+        if best is None or scale > best[0] + 1e-9:
+            best = (scale, positions)
+    scale, positions = best
+    for node in nodes:
+        node["pos"] = positions[node["id"]]
+    return {"scale": max(MIN_SCALE, math.floor(scale * 100) / 100), "offset": list(offset)}
 
 
 def strip_meta(api: dict) -> dict:
@@ -127,22 +163,37 @@ def strip_meta(api: dict) -> dict:
 
 
 def api_workflows() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*_api.json"))
+    return sorted(API.glob("*.json"))
 
 
 def ui_twin(api_path: Path) -> Path:
-    return api_path.with_name(api_path.name.replace("_api.json", ".json"))
+    return TEMPLATES / api_path.name
+
+
+def thumbnail(api_path: Path) -> Path:
+    return TEMPLATES / f"{api_path.stem}.jpg"
+
+
+def save_thumbnail(image_path: Path, path: Path, side: int = 384):
+    from PIL import Image
+    image = Image.open(image_path).convert("RGB")
+    scale = side / max(image.size)
+    image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS).save(path, quality=90)
 
 
 def main():
     sys.path.insert(0, str(Path(__file__).parent))
-    from comfy_host import ComfyServer
+    from comfy_host import ComfyServer, error_message
     with ComfyServer() as server:
         object_info = server.get("/object_info")
-    for path in api_workflows():
-        ui = api_to_ui(json.loads(path.read_text()), object_info)
-        ui_twin(path).write_text(json.dumps(ui, indent=2) + "\n")
-        print(f"wrote {ui_twin(path)}")
+        for path in api_workflows():
+            api = json.loads(path.read_text())
+            ui_twin(path).write_text(json.dumps(api_to_ui(api, object_info), indent=2) + "\n")
+            entry = server.run(strip_meta(api))
+            if entry["status"]["status_str"] != "success":
+                sys.exit(f"{path.name} failed: {error_message(entry)}")
+            save_thumbnail(server.output_images(entry)[0], thumbnail(path))
+            print(f"wrote {ui_twin(path)} and {thumbnail(path)}")
 
 
 if __name__ == "__main__":

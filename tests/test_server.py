@@ -63,15 +63,9 @@ def test_demo_workflow_loads_the_shipped_default():
     assert _graph()["1"]["inputs"]["ckpt_name"] == SHIPPED_CKPT
 
 
-def test_workflows_are_listed_as_templates(server):
-    templates = server.get("/workflow_templates")
-    ours = next(v for k, v in templates.items() if "F1" in k or "f1" in k.lower())
-    assert {"f1_txt2img", "f1_txt2img_api"} <= set(ours)
-
-
-def _graph(name="f1_txt2img_api.json"):
-    from workflows import WORKFLOWS
-    return strip_meta(json.loads((WORKFLOWS / name).read_text()))
+def _graph(name="f1_txt2img.json"):
+    from workflows import API
+    return strip_meta(json.loads((API / name).read_text()))
 
 
 def test_unknown_checkpoint_is_rejected_naming_the_input(server):
@@ -165,7 +159,7 @@ def test_progress_and_latent_previews_reach_the_websocket(server):
 
 
 def test_scene_render_scores_itself_through_the_server(server):
-    entry = server.run(_graph("f1_scene_eval_api.json"))
+    entry = server.run(_graph("f1_scene_eval.json"))
     assert entry["status"]["status_str"] == "success", error_message(entry)
     shown = entry["outputs"]["2"]["text"]
     assert shown[0] == "score 1.000" and "PASS" in shown[1]

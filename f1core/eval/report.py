@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..data.captions import caption
+from .detector import Detection
 from .evaluate import EvalReport
 
 TILE = 192
@@ -17,8 +18,26 @@ _PASS, _FAIL = (40, 160, 70), (210, 40, 40)
 _SERIES_COLOURS = [(60, 110, 200), (230, 140, 40), (120, 170, 60), (170, 80, 170), (100, 100, 100)]
 
 
+def annotate(rgb: np.ndarray, detection: Detection, passed: bool, side: int = TILE) -> Image.Image:
+    """One image [H, W, 3] in [0, 1], scaled so its longer side is `side`: a box and label per detected object
+    and a green (pass) or red (fail) frame."""
+    font = ImageFont.load_default()
+    scale = side / max(detection.width, detection.height)
+    size = (max(1, round(detection.width * scale)), max(1, round(detection.height * scale)))
+    tile = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+    draw = ImageDraw.Draw(tile)
+    for obj in detection.objects:
+        x0, y0, x1, y1 = obj.bbox
+        box = (x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1)
+        draw.rectangle(box, outline=(0, 200, 255), width=1)
+        draw.text((box[0] + 1, box[1] + 1), f"{obj.colour} {obj.shape}\n{obj.style}", fill=(0, 200, 255),
+                  font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    draw.rectangle((0, 0, size[0] - 1, size[1] - 1), outline=_PASS if passed else _FAIL, width=3)
+    return tile
+
+
 def draw_grid(report: EvalReport, columns: int = 4) -> Image.Image:
-    """Each kept sample with a box and label per detected object, a pass/fail frame and its caption."""
+    """Each kept sample annotated with its detections and pass/fail frame, above its caption."""
     font = ImageFont.load_default()
     samples = report.samples or []
     rows = max(1, -(-len(samples) // columns))
@@ -27,17 +46,7 @@ def draw_grid(report: EvalReport, columns: int = 4) -> Image.Image:
     draw = ImageDraw.Draw(grid)
     for k, (rgb, item) in enumerate(samples):
         ox, oy = (k % columns) * TILE, (k // columns) * (TILE + text_h)
-        tile = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize((TILE, TILE), Image.BILINEAR)
-        grid.paste(tile, (ox, oy))
-        sx, sy = TILE / item.detection.width, TILE / item.detection.height
-        for obj in item.detection.objects:
-            x0, y0, x1, y1 = obj.bbox
-            box = (ox + x0 * sx, oy + y0 * sy, ox + x1 * sx - 1, oy + y1 * sy - 1)
-            draw.rectangle(box, outline=(0, 200, 255), width=1)
-            draw.text((box[0] + 1, box[1] + 1), f"{obj.colour} {obj.shape}\n{obj.style}", fill=(0, 200, 255),
-                      font=font, stroke_width=1, stroke_fill=(0, 0, 0))
-        frame = _PASS if item.score.passed else _FAIL
-        draw.rectangle((ox, oy, ox + TILE - 1, oy + TILE - 1), outline=frame, width=3)
+        grid.paste(annotate(rgb, item.detection, item.score.passed), (ox, oy))
         lines = textwrap.wrap(caption(item.spec), 34)[:3]
         draw.multiline_text((ox + 3, oy + TILE + 2), "\n".join(lines), fill=(0, 0, 0), font=font)
     return grid
