@@ -335,8 +335,9 @@ def test_vae_curve_scores_reconstructions(vae_run, tmp_path):
 def test_cpu_budget_stops_the_stage_and_a_rerun_continues(vae_run, tmp_path):
     run = _copy_run(vae_run, tmp_path / "budget")
     spent = load_state(run, "vae")["cpu_seconds"] / 3600
-    # a budget the stage has already spent: it takes one step, saves and returns
-    assert train(run, ToyDataset(), _vae_config(40, cpu_hours=spent), progress=False)["step"] == 31
+    assert train(run, ToyDataset(), _vae_config(40, cpu_hours=spent), progress=False)["step"] == 30  # spent
+    # a budget the first step exhausts: one step, saved
+    assert train(run, ToyDataset(), _vae_config(40, cpu_hours=spent + 1e-9), progress=False)["step"] == 31
     assert load_state(run, "vae")["step"] == 31
     assert train(run, ToyDataset(), _vae_config(40), progress=False)["step"] == 40
 

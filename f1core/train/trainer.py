@@ -535,6 +535,8 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     stage_cls = {"vae": VAEStage, "diffusion": DiffusionStage, "decoder": DecoderStage}[config.stage]
     stage = stage_cls(run_dir, dataset, config, device)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
+    if config.cpu_hours and stage.cpu_hours() >= config.cpu_hours:
+        end = stage.start   # the budget was spent by an earlier invocation
     is_main = dist_utils.rank() == 0
     log_path, plot_path = run_dir / "log.jsonl", run_dir / "loss.png"
     resolution = F1Config.from_json(read_metadata(run_dir / BASE_NAME)["f1.config"]).resolution

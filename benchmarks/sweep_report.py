@@ -1,0 +1,64 @@
+"""Summarise learning-curve runs (the sweep's variants, or any runs trained with `curve_every`) side by side.
+
+    .venv/bin/python benchmarks/sweep_report.py runs/sweep/* [--stage diffusion] [--out benchmarks/sweep]
+
+Prints a markdown table (a row per run: its last point, and accuracy per CPU-hour) and writes a chart of overall
+val accuracy against training CPU-hours for every run. The last line is `best: NAME overall X at H CPU-hours`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from f1core.train.curve import curve_records  # noqa: E402
+from f1core.train.logplot import read_jsonl  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--stage", default="diffusion")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/sweep"))
+    args = parser.parse_args(argv)
+
+    curves = {}
+    for run in args.runs:
+        points = sorted(curve_records(read_jsonl(run / "log.jsonl"), args.stage), key=lambda r: r["cpu_hours"])
+        if points:
+            curves[run.name] = points
+    if not curves:
+        print(f"no {args.stage} learning-curve points in {[str(r) for r in args.runs]}", file=sys.stderr)
+        return 1
+
+    keys = sorted({k for points in curves.values() for p in points for k in p if k.startswith("acc_")})
+    print("| run | CPU-hours | samples | overall | " + " | ".join(k.removeprefix("acc_") for k in keys) + " |")
+    print("|---" * (4 + len(keys)) + "|")
+    for name, points in curves.items():
+        last = points[-1]
+        print(f"| {name} | {last['cpu_hours']:.2f} | {last['samples']} | {last['overall']:.3f} | "
+              + " | ".join(f"{last.get(k, float('nan')):.2f}" for k in keys) + " |")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        ax.plot([p["cpu_hours"] for p in points], [p["overall"] for p in points], marker="o", ms=3, label=name)
+    ax.set_xlabel("training CPU-hours")
+    ax.set_ylabel("judge accuracy, 98 val scenes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out.with_suffix(".png"), dpi=90)
+    print(f"chart: {args.out.with_suffix('.png')}")
+    name, points = max(curves.items(), key=lambda item: item[1][-1]["overall"])
+    print(f"best: {name} overall {points[-1]['overall']:.3f} at {points[-1]['cpu_hours']:.2f} CPU-hours")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
