@@ -76,6 +76,12 @@ def read_metadata(path) -> dict:
 
 def load_checkpoint(path, parts=PARTS, device="cpu", dtype=None, operations=None) -> F1Checkpoint:
     """Build and load the requested parts that the file holds. Missing or unexpected keys are an error."""
+    return load_parts(open_checkpoint(path), parts, device=device, dtype=dtype, operations=operations)
+
+
+def open_checkpoint(path) -> F1Checkpoint:
+    """The file's config, metadata and preview factors, no part loaded yet (load_parts does that). Every part
+    the file holds is checked against its config first, so nothing is allocated for a mismatched file."""
     path = _checked_path(path)
     metadata = read_metadata(path)
     if metadata.get("f1.format") != FORMAT or "f1.config" not in metadata:
@@ -90,26 +96,39 @@ def load_checkpoint(path, parts=PARTS, device="cpu", dtype=None, operations=None
     if "f1.latent_rgb" in metadata:
         out.latent_rgb = _latent_rgb(metadata["f1.latent_rgb"], config.unet.in_channels, path.name)
 
-    wanted = [p for p in parts if p in held]
-    if not wanted:
-        raise CheckpointError(f"{path.name} holds parts {held}, none of the requested {list(parts)}")
-    state = _read_tensors(path, wanted)
-    for name in wanted:
+    shapes = _read_shapes(path, held)
+    for name in held:
         what = f"{path.name} ({name})"
         # The config sets the part's size: match it to the file's tensors on the meta device before allocating,
         # so a config that does not belong to its weights cannot ask for more memory than the file holds.
         try:
-            _check_keys(build_part(name, config, metadata, device="meta"), state[name], what)
+            _check_keys(build_part(name, config, metadata, device="meta"), shapes.get(name, {}), what)
         except (ValueError, TypeError, RuntimeError) as e:
             if isinstance(e, CheckpointError):
                 raise
             raise CheckpointError(f"{what}: its config describes a model that cannot be built ({e}); re-export "
                                   "the checkpoint") from e
-        module = build_part(name, config, metadata, operations=operations, device=device, dtype=dtype)
-        _check_keys(module, state[name], what)
-        module.load_state_dict(state[name], strict=True)
-        setattr(out, name, module.eval())
     return out
+
+
+def load_parts(checkpoint: F1Checkpoint, parts=PARTS, device="cpu", dtype=None, operations=None,
+               modules: dict | None = None) -> F1Checkpoint:
+    """Load the requested parts the file holds into `checkpoint`: each into the module `modules` gives for
+    it (ComfyUI's loader builds the U-Net directly inside core's model), else into one built here. Weights
+    are copied one tensor at a time, so loading holds the modules and one tensor, never a second model."""
+    path = Path(checkpoint.path)
+    held = [p for p in checkpoint.metadata.get("f1.parts", "").split(",") if p]
+    wanted = [p for p in parts if p in held]
+    if not wanted:
+        raise CheckpointError(f"{path.name} holds parts {held}, none of the requested {list(parts)}")
+    for name in wanted:
+        module = (modules or {}).get(name)
+        if module is None:
+            module = build_part(name, checkpoint.config, checkpoint.metadata, operations=operations, device=device,
+                                dtype=dtype)
+        _load_tensors(module, path, name)
+        setattr(checkpoint, name, module.eval())
+    return checkpoint
 
 
 def build_part(name: str, config: F1Config, metadata: dict | None = None, operations=None, device=None, dtype=None):
@@ -171,24 +190,37 @@ def _checked_path(path) -> Path:
     return path
 
 
-def _read_tensors(path: Path, parts) -> dict[str, dict[str, torch.Tensor]]:
-    state = {p: {} for p in parts}
+def _read_shapes(path: Path, parts) -> dict[str, dict[str, tuple]]:
+    """{part: {key: shape}} from the file header alone; no tensor data is read."""
+    shapes = {p: {} for p in parts}
     try:
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 prefix, _, rest = key.partition(".")
-                if prefix in state:
-                    state[prefix][rest] = f.get_tensor(key)
+                if prefix in shapes:
+                    shapes[prefix][rest] = tuple(f.get_slice(key).get_shape())
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path.name}: tensor data is corrupt or truncated ({e})") from e
-    return state
+    return shapes
 
 
-def _check_keys(module: torch.nn.Module, state: dict, what: str):
+def _load_tensors(module: torch.nn.Module, path: Path, part: str):
+    """Strict load_state_dict, one tensor of the file at a time."""
+    _check_keys(module, _read_shapes(path, [part])[part], f"{path.name} ({part})")
+    targets = module.state_dict()  # shares storage with the parameters and buffers
+    try:
+        with safe_open(str(path), framework="pt") as f, torch.no_grad():
+            for key, target in targets.items():
+                target.copy_(f.get_tensor(f"{part}.{key}"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path.name}: tensor data is corrupt or truncated ({e})") from e
+
+
+def _check_keys(module: torch.nn.Module, shapes: dict, what: str):
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(shapes) if tuple(expected[k].shape) != tuple(shapes[k]))
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
             f"{what} does not match its config: {len(missing)} missing (e.g. {missing[:3]}), "

@@ -59,17 +59,26 @@ class F1BaseModel(comfy.model_base.BaseModel):
         return pooled
 
 
-def model_patcher_from_unet(f1_config, unet_state: dict, latent_rgb=None) -> comfy.model_patcher.ModelPatcher:
-    """Build the MODEL from U-Net weights, picking dtype and devices as core's loaders do."""
+def empty_model_patcher(f1_config, latent_rgb=None) -> comfy.model_patcher.ModelPatcher:
+    """The MODEL with its U-Net built once, directly inside core's model, on core's operations (no weight
+    initialisation), in the dtype and on the devices core's loaders pick; the weights are loaded into
+    `patcher.model.diffusion_model` afterwards."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     model_config = F1ModelConfig(f1_config, latent_rgb)
-    params = sum(v.numel() for v in unet_state.values())
+    with torch.device("meta"):  # core sizes the dtype choice by the parameter count
+        params = sum(p.numel() for p in F1UNet(f1_config.unet).parameters())
     unet_dtype = comfy.model_management.unet_dtype(model_params=params,
                                                    supported_dtypes=model_config.supported_inference_dtypes)
     manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device,
                                                           model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(unet_dtype, manual_cast)
-    model = model_config.get_model(unet_state, device=offload_device)
-    model.diffusion_model.load_state_dict(unet_state, strict=True)
+    model = model_config.get_model({}, device=offload_device)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def model_patcher_from_unet(f1_config, unet_state: dict, latent_rgb=None) -> comfy.model_patcher.ModelPatcher:
+    """The MODEL from U-Net weights in memory (tests, benchmarks); the loader reads them from the file."""
+    patcher = empty_model_patcher(f1_config, latent_rgb)
+    patcher.model.diffusion_model.load_state_dict(unet_state, strict=True)
+    return patcher

@@ -1,9 +1,10 @@
+import comfy.ops
 from comfy_api.latest import io
 
-from ..f1core.checkpoint import CheckpointError, load_checkpoint
+from ..f1core.checkpoint import CheckpointError, load_parts, open_checkpoint
 from .f1_clip import clip_from_text_encoder
 from .f1_files import checkpoint_names, checkpoint_path, register_model_folders
-from .f1_model import model_patcher_from_unet
+from .f1_model import empty_model_patcher
 from .f1_vae import F1VAEHandle
 
 F1Vae = io.Custom("F1_VAE")
@@ -50,10 +51,12 @@ class F1CheckpointLoader(io.ComfyNode):
         except ValueError as err:
             raise ValueError(f"F1CheckpointLoader: input 'ckpt_name' {err}") from None
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = open_checkpoint(path)
+            model = empty_model_patcher(ckpt.config, ckpt.latent_rgb)
+            # the text encoder and VAE on core's operations too: no initialisation of weights the file replaces
+            load_parts(ckpt, operations=comfy.ops.disable_weight_init, modules={"unet": model.model.diffusion_model})
         except CheckpointError as e:
             raise ValueError(f"F1CheckpointLoader: input 'ckpt_name' ({ckpt_name}): {e}") from e
-        model = model_patcher_from_unet(ckpt.config, ckpt.unet.state_dict(), ckpt.latent_rgb)
         return io.NodeOutput(model, clip_from_text_encoder(ckpt.text), F1VAEHandle(ckpt.vae))
 
 

@@ -79,3 +79,19 @@ def test_f1core_dpmpp_2m_matches_core_dpmpp_2m_on_the_f1_model(comfy, f1_model):
     core = run(comfy.samplers.sampler_object("dpmpp_2m"))
     ours = run(comfy.samplers.KSAMPLER(sampling.sample_dpmpp_2m))
     torch.testing.assert_close(ours, core, atol=1e-4, rtol=1e-4)
+
+
+def test_loader_builds_the_unet_once_inside_core_model(comfy, f1_model, tmp_path):
+    """F1CheckpointLoader's path: the file's U-Net weights go straight into core's model; text and VAE on core's
+    operations."""
+    import comfy.ops
+    from f1core.checkpoint import load_parts, open_checkpoint, save_checkpoint
+    config, unet, _ = f1_model
+    path = save_checkpoint(tmp_path / "unet.safetensors", config, unet=unet)
+    checkpoint = open_checkpoint(path)
+    patcher = import_pack("nodes.f1_model").empty_model_patcher(checkpoint.config)
+    core_unet = patcher.model.diffusion_model
+    load_parts(checkpoint, operations=comfy.ops.disable_weight_init, modules={"unet": core_unet})
+    assert checkpoint.unet is core_unet
+    for key, value in unet.state_dict().items():
+        assert torch.equal(core_unet.state_dict()[key], value), key
