@@ -21,7 +21,7 @@ def declared_limits_error(node, **values) -> str | None:
             return f"{schema.node_id}: input '{name}' is {value!r}; choose one of {list(options)}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = getattr(spec, "min", None), getattr(spec, "max", None)
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # a huge int is finite (and no float)
                 return f"{schema.node_id}: input '{name}' is {value}; give a finite number in [{low}, {high}]"
             if (low is not None and value < low) or (high is not None and value > high):
                 return f"{schema.node_id}: input '{name}' is {value}, outside its range [{low}, {high}]"

@@ -139,6 +139,8 @@ class BPETokenizer:
     def _encode(self, text: str):
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
+        # lone surrogates (valid in JSON, not in UTF-8) would make the Rust tokenizer raise; they become '?'
+        text = text.encode("utf-8", "replace").decode("utf-8")
         return self.backend.encode(text, add_special_tokens=False)
 
     def chunks(self, text: str, window: int) -> TokenChunks:
