@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from batch import contact_sheet  # noqa: E402
 from f1core.pipeline import F1Pipeline  # noqa: E402
 
 PROMPTS = (
@@ -38,19 +38,8 @@ PROMPTS = (
 def render_grid(checkpoint, prompts=PROMPTS, columns: int = 4, scale: int = 3, seed: int = 0) -> Image.Image:
     pipe = F1Pipeline.from_file(checkpoint)
     images = pipe(list(prompts), seed=seed)
-    tiles = F.interpolate(images, scale_factor=scale, mode="nearest")
-    tile = tiles.shape[-1]
-    label_height, pad = 34, 6
-    rows = -(-len(prompts) // columns)
-    grid = Image.new("RGB", (columns * (tile + pad) + pad, rows * (tile + label_height + pad) + pad), "white")
-    draw = ImageDraw.Draw(grid)
-    for index, (prompt, image) in enumerate(zip(prompts, tiles)):
-        x = pad + (index % columns) * (tile + pad)
-        y = pad + (index // columns) * (tile + label_height + pad)
-        pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
-        grid.paste(Image.fromarray(pixels), (x, y))
-        draw.multiline_text((x, y + tile + 2), "\n".join(textwrap.wrap(prompt, 30)), fill="black", spacing=1)
-    return grid
+    tiles = [Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()) for image in images]
+    return contact_sheet(tiles, list(prompts), columns, tile=images.shape[-1] * scale)
 
 
 def main():
