@@ -352,3 +352,26 @@ def test_config_overrides_replace_nested_fields_and_refuse_unknown_ones():
         with_overrides(tiny(), {"unet.width": 3})
     with pytest.raises(ValueError, match="FIELD=JSON"):
         parse_config_overrides(["unet.model_channels"])
+
+
+def test_export_vae_starts_new_runs_that_skip_or_continue_the_vae_stage(vae_run, tmp_path):
+    from f1core.config import scenes_x4
+    from f1core.train.trainer import export_vae
+    vae_file = export_vae(vae_run, tmp_path / "vae.safetensors")
+    exported = load_checkpoint(vae_file)
+    assert exported.unet is None and exported.text is None and exported.metadata["f1.vae_step"] == "30"
+    data = ToyDataset()
+    run = tmp_path / "from-vae"
+    create_run(run, _small_tiny(), [data.caption(i, v) for i in range(len(data)) for v in range(2)],
+               vae_from=vae_file)
+    # the diffusion stage starts on the exported VAE without a vae stage
+    train(run, data, _diffusion_config(1), progress=False)
+    ema = load_state(vae_run, "vae")["ema"]
+    diffusion_vae = load_state(run, "diffusion")["vae"]
+    key = next(k for k in diffusion_vae if "decoder" in k and k.endswith("weight"))
+    torch.testing.assert_close(diffusion_vae[key], ema[f"vae.{key}"])
+    # the vae stage continues it, and its export counts the steps on
+    train(run, data, _vae_config(2), progress=False)
+    assert load_checkpoint(export_vae(run, tmp_path / "vae2.safetensors")).metadata["f1.vae_step"] == "32"
+    with pytest.raises(ValueError, match="holds no VAE of this config's shape"):
+        create_run(tmp_path / "other", scenes_x4(vocab_size=600), ["a red circle"], vae_from=vae_file)

@@ -5,6 +5,7 @@
     python -m f1core.train vae RUN_DIR --steps 4000 [--batch-size 16] [--set kl_weight=1e-6 ...]
     python -m f1core.train diffusion RUN_DIR --steps 60000 [--set unet_adversarial_weight=0.05 ...]
     python -m f1core.train export RUN_DIR OUT.safetensors
+    python -m f1core.train export-vae RUN_DIR VAE.safetensors   (the vae stage alone; init --vae-from reads it)
 
 --data is `scenes` or `scenes:N` (the scene engine's train split, or N specs drawn per category with paraphrased captions and long-tail oversampling) or a
 folder of images with same-stem .txt captions. Scale out with `torchrun --nproc_per_node N -m f1core.train ...`.
@@ -24,7 +25,7 @@ from .. import config as f1config
 from ..checkpoint import read_metadata
 from . import distributed as dist_utils
 from .data import ImageFolderDataset, SceneDataset
-from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, create_run_from_checkpoint, export, train
+from .trainer import BASE_NAME, STAGES, TrainConfig, create_run, create_run_from_checkpoint, export, export_vae, train
 
 
 def make_dataset(data: str, resolution: int):
@@ -74,6 +75,8 @@ def main(argv=None):
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--config", action="append", default=[], metavar="FIELD=JSON",
                       help="override a preset field, e.g. unet.attention_levels=[2] or unet.model_channels=96")
+    init.add_argument("--vae-from", metavar="VAE_CKPT",
+                      help="take the VAE from a checkpoint written by export-vae (same preset's VAE shape)")
     init.add_argument("--from", dest="init_from", metavar="CKPT",
                       help="start from a trained F.1 checkpoint's weights, config and vocabularies (--preset, "
                            "--vocab-size and --data are then unused)")
@@ -91,6 +94,9 @@ def main(argv=None):
     out = sub.add_parser("export", help="write the EMA weights as one F.1 .safetensors checkpoint")
     out.add_argument("run_dir")
     out.add_argument("out_path")
+    out_vae = sub.add_parser("export-vae", help="write the vae stage's EMA VAE alone as an F.1 checkpoint")
+    out_vae.add_argument("run_dir")
+    out_vae.add_argument("out_path")
     args = parser.parse_args(argv)
 
     if args.command == "init" and args.init_from:
@@ -101,10 +107,13 @@ def main(argv=None):
         config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()
         config = f1config.with_overrides(config, parse_config_overrides(args.config))
         dataset = make_dataset(args.data, config.resolution)
-        print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed))
+        print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed, vae_from=args.vae_from))
         return
     if args.command == "export":
         print(export(args.run_dir, args.out_path))
+        return
+    if args.command == "export-vae":
+        print(export_vae(args.run_dir, args.out_path))
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -49,6 +49,7 @@ STAGES = ("vae", "diffusion", "decoder")
 BASE_NAME = "base.safetensors"
 LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
+VAE_FROM_KEY = "f1.vae_from"     # base metadata of a run whose VAE comes from a VAE checkpoint (export_vae)
 CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
 
 
@@ -100,19 +101,31 @@ class TrainConfig:
 
 
 # --- run directory ----------------------------------------------------------------------------------------------
-def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0) -> Path:
-    """Start a run: build vocabularies over `corpus` and save the random init with them as base.safetensors."""
+def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_from=None) -> Path:
+    """Start a run: build vocabularies over `corpus` and save the random init with them as base.safetensors.
+    `vae_from`, a VAE checkpoint (`export_vae`), supplies the VAE: the diffusion stage can start at once, or
+    the vae stage continues training it."""
     run_dir = Path(run_dir)
     base = run_dir / BASE_NAME
     if base.exists():
         raise ValueError(f"run_dir: {run_dir} already holds a run; resume it or choose a new directory")
+    extra = {"f1.description": "training run init"}
+    if vae_from is not None:
+        source = load_checkpoint(vae_from, parts=("vae",))
+        if source.vae is None or source.config.vae != config.vae:
+            raise ValueError(f"--vae-from: {Path(vae_from).name} holds no VAE of this config's shape "
+                             f"({config.vae}); export one from a run of the same preset")
+        extra[VAE_FROM_KEY] = Path(vae_from).name
+        extra["f1.vae_step"] = source.metadata.get("f1.vae_step", "0")   # export_vae counts on from it
     clip_vocab = build_vocab(corpus, config.text.clip.vocab_size, style="clip")
     roberta_vocab = build_vocab(corpus, config.text.roberta.vocab_size, style="roberta")
     metadata = dict(zip(VOCAB_KEYS, (*clip_vocab, *roberta_vocab)))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         parts = {name: build_part(name, config, metadata) for name in ("unet", "vae", "text")}
-    return save_checkpoint(base, config, **parts, extra_metadata={"f1.description": "training run init"})
+    if vae_from is not None:
+        parts["vae"] = source.vae
+    return save_checkpoint(base, config, **parts, extra_metadata=extra)
 
 
 def create_run_from_checkpoint(run_dir, checkpoint_path) -> Path:
@@ -403,6 +416,8 @@ def _trained_vae(run_dir: Path, base):
     vae_state = load_state(run_dir, "vae")
     if vae_state is None and INIT_FROM_KEY in base.metadata:
         return base.vae, True
+    if vae_state is None and VAE_FROM_KEY in base.metadata:
+        return base.vae, False
     if vae_state is None:
         raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
     vae = base.vae
@@ -598,6 +613,21 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
 
 
 # --- export -------------------------------------------------------------------------------------------------------
+def export_vae(run_dir, out_path) -> Path:
+    """The vae stage's EMA VAE alone, as an F.1 checkpoint with only the vae part: progress that outlives the
+    run directory, and a start for new runs (`create_run(vae_from=...)`)."""
+    run_dir = Path(run_dir)
+    state = load_state(run_dir, "vae")
+    if state is None:
+        raise ValueError(f"run_dir: {run_dir} has no vae.pt; train the 'vae' stage before exporting it")
+    base = _load_base(run_dir)
+    vae, _ = _trained_vae(run_dir, base)
+    steps = int(base.metadata.get("f1.vae_step", 0)) + int(state["step"])
+    return save_checkpoint(out_path, base.config, vae=vae,
+                           extra_metadata={"f1.description": f"{base.config.name} VAE, {steps} steps (EMA weights)",
+                                           "f1.vae_step": str(steps)})
+
+
 def export(run_dir, out_path, description: str | None = None) -> Path:
     """Write the diffusion stage's EMA weights (U-Net and text) with its VAE and preview factors as one
     F.1 checkpoint; a trained decoder stage replaces the VAE's decoder with its EMA weights."""
