@@ -1,14 +1,9 @@
-"""Training logs: one JSON object per line, and a PNG plot of every logged loss drawn with PIL."""
+"""Training logs: one JSON object per line, and a PNG plot of every logged loss drawn with matplotlib."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-
-from PIL import Image, ImageDraw
-
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
 def append_jsonl(path, record: dict):
@@ -50,35 +45,26 @@ def loss_series(records: list[dict], keys: list[str] | None = None) -> dict[str,
 
 
 def plot_losses(records: list[dict], path, keys: list[str] | None = None, size=(900, 500)) -> Path:
-    """One panel, log10 y axis, a smoothed line per stage and loss key (keys ending in 'loss')."""
-    width, height = size
-    left, right, top, bottom = 70, 220, 20, 40
-    img = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    series = loss_series(records, keys)
-    draw.rectangle([left, top, width - right, height - bottom], outline=(0, 0, 0))
-    if series:
-        xs = [s for pts in series.values() for s, _ in pts]
-        ys = [v for pts in series.values() for _, v in pts]
-        x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-        y0, y1 = math.floor(min(ys)), math.ceil(max(max(ys), min(ys) + 1e-6))
-        y1 = max(y1, y0 + 1)
+    """One panel, log y axis, a smoothed line per stage and loss key (keys ending in 'loss'); the legend, with
+    each line's last value, sits beside the panel so it never covers a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        def to_px(step, value):
-            return (left + (step - x0) / (x1 - x0) * (width - left - right),
-                    height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom))
-
-        for decade in range(y0, y1 + 1):
-            _, y = to_px(x0, decade)
-            draw.line([left, y, width - right, y], fill=(225, 225, 225))
-            draw.text((5, y - 6), f"1e{decade}", fill=(0, 0, 0))
-        draw.text((left, height - bottom + 8), f"step {x0}", fill=(0, 0, 0))
-        draw.text((width - right - 80, height - bottom + 8), f"step {x1}", fill=(0, 0, 0))
-        for n, (key, pts) in enumerate(series.items()):
-            colour = COLOURS[n % len(COLOURS)]
-            if len(pts) > 1:
-                draw.line([to_px(s, v) for s, v in pts], fill=colour, width=2)
-            draw.text((width - right + 10, top + 16 * n), f"{key} {10 ** pts[-1][1]:.4g}", fill=colour)
+    dpi = 100
+    fig, ax = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    for key, points in loss_series(records, keys).items():
+        steps = [s for s, _ in points]
+        values = [10 ** v for _, v in points]
+        ax.plot(steps, values, lw=1.5, marker="o" if len(points) == 1 else None, label=f"{key}  {values[-1]:.4g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (smoothed)")
+    ax.grid(alpha=0.3, which="both")
+    if ax.lines:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
     path = Path(path)
-    img.save(path)
+    fig.savefig(path)
+    plt.close(fig)
     return path
