@@ -16,7 +16,8 @@ from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
 from .diagnose import denoising_error, diagnose, diagnosis_table, judge, truth_and_reconstruction
 from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
-from .metrics import InceptionFeatures, InceptionUnavailable, detector_features, fid, frechet_distance_of_features
+from .metrics import (INCEPTION_FD_NAME, InceptionFeatures, InceptionUnavailable, detector_features, fid,
+                      frechet_distance_of_features)
 from .report import write_report
 from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
 
@@ -138,7 +139,7 @@ def _fid(args) -> int:
         size = images[0].shape[:2]
         return torch.stack([torch.from_numpy(np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize(
             size[::-1]))).permute(2, 0, 1).float() / 255 for x in images])
-    print(f"FID (Inception-v3): {fid(batch(real), batch(fake), extractor):.4f}")
+    print(f"{INCEPTION_FD_NAME}: {fid(batch(real), batch(fake), extractor):.4f}")
     return 0
 
 
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("fid", help="Fréchet distances between two image folders")
     p.add_argument("real")
     p.add_argument("fake")
-    p.add_argument("--inception-weights", help="local torchvision inception_v3 state dict; FID is skipped without")
+    p.add_argument("--inception-weights", help="local torchvision inception_v3 state dict (FD-Inception, not published FID); skipped without")
     p.set_defaults(run=_fid)
     args = parser.parse_args(argv)
     try:

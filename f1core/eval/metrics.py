@@ -1,5 +1,10 @@
-"""Image metrics: VAE reconstruction (PSNR, SSIM via kornia), Fréchet distances (Inception-v3 FID from local
-weights, and one over the detector's own features), and a CLIP-style score hook for F.1's alignment heads."""
+"""Image metrics: VAE reconstruction (PSNR, SSIM via kornia), Fréchet distances (over torchvision's ImageNet
+Inception-v3 from local weights, and over the detector's own features), and a CLIP-style score hook for F.1's
+alignment heads.
+
+The Inception distance is not FID as published: FID uses the TF-ported "pt_inception-2015-12-05" weights and
+blocks (pytorch-fid, torchmetrics), whose features differ from torchvision's ImageNet model. So it is reported
+as INCEPTION_FD_NAME, and its numbers compare only with each other."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,6 +80,9 @@ def detector_features(detection: Detection) -> torch.Tensor:
     return torch.cat(parts + [torch.tensor([float(len(objects))]), layout, quality, background])
 
 
+INCEPTION_FD_NAME = "FD-Inception (torchvision ImageNet weights; not comparable with published FID)"
+
+
 class InceptionUnavailable(RuntimeError):
     """Raised when FID is asked for without local Inception-v3 weights; nothing is ever downloaded."""
 
@@ -115,7 +123,8 @@ class InceptionFeatures:
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, extractor: InceptionFeatures, batch_size: int = 32) -> float:
-    """FID between two image sets [N, 3, H, W] in [0, 1] under the given Inception extractor."""
+    """Fréchet distance (INCEPTION_FD_NAME, not published FID) between two image sets [N, 3, H, W] in [0, 1]
+    under the given Inception extractor."""
     def features(images):
         return torch.cat([extractor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
     return frechet_distance_of_features(features(real), features(fake))
