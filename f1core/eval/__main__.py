@@ -186,7 +186,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("fid", help="Fréchet distances between two image folders")
     p.add_argument("real")
     p.add_argument("fake")
-    p.add_argument("--inception-weights", help="local torchvision inception_v3 state dict (FD-Inception, not published FID); skipped without")
+    p.add_argument("--inception-weights",
+                   help="local torchvision inception_v3 state dict (FD-Inception, not published FID); skipped without")
     p.set_defaults(run=_fid)
     args = parser.parse_args(argv)
     try:
