@@ -58,7 +58,11 @@ class ValCurve:
 
 
 def _record(report) -> dict:
-    return {"overall": report.overall, **{f"acc_{k}": v for k, v in report.by_category().items()}}
+    """Accuracy overall and per category, and the attribute recalls (partial credit: they move before whole
+    scenes pass, so early points of a curve still rank runs)."""
+    summary = report.to_dict()
+    return {"overall": summary["overall"], **{f"acc_{k}": v for k, v in summary["categories"].items()},
+            **{f"recall_{k.replace('_recall', '')}": v for k, v in summary["attributes"].items()}}
 
 
 def curve_records(records: list[dict], stage: str | None = None) -> list[dict]:
