@@ -171,8 +171,9 @@ def test_scene_nodes_render_and_evaluate():
         "two outlined green hexagons and a red star", 128, 96, 7).result
     assert image.shape == edges.shape == depth.shape == (1, 96, 128, 3) and masks.shape == (3, 96, 128)
     output = nodes.F1Evaluate.execute(image, spec)
-    report, score = output.result
+    report, score, annotated = output.result
     assert score == 1.0 and json.loads(report)["images"][0]["passed"]
+    assert annotated.shape == (1, 192, 256, 3)  # longer side raised to 256 so the labels stay readable
     wrong = nodes.F1Evaluate.execute(torch.cat([image, torch.flip(image, [2])]), "a red star on the right")
     assert 0.0 <= wrong.result[1] <= 0.5 and "FAIL" in " ".join(wrong.ui["text"])
     with pytest.raises(ValueError, match=r"F1SceneRender: input 'spec'.*teal"):

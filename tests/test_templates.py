@@ -4,9 +4,11 @@ import io
 import json
 import urllib.request
 
+import numpy as np
 from PIL import Image
 
-from workflows import API, MIN_SCALE, TEMPLATES, VIEW, api_workflows, thumbnail, ui_twin
+from comfy_host import error_message
+from workflows import API, MIN_SCALE, TEMPLATES, VIEW, api_workflows, strip_meta, thumbnail, ui_twin
 
 PACK = "ComfyUI-F1"  # the folder name under custom_nodes/, as `make setup` links it
 
@@ -53,3 +55,19 @@ def test_results_extension_is_served_to_the_frontend(server):
     assert script in server.get("/extensions")
     status, body = _fetch(server, script)
     assert status == 200 and b"registerExtension" in body and b"onExecuted" in body
+
+
+def test_evaluate_shows_its_verdict_and_an_annotated_image(server):
+    graph = strip_meta(json.loads((API / "f1_scene_eval.json").read_text()))
+    graph["9"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 2], "filename_prefix": "annotated"}}
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    shown = entry["outputs"]["2"]
+    assert shown["text"][0] == "score 1.000" and "PASS" in shown["text"][1]
+    assert [image["type"] for image in shown["images"]] == ["temp"]  # the annotated image, previewed on the node
+    path = next(p for p in server.output_images(entry) if p.name.startswith("annotated"))
+    annotated = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert annotated.shape == (256, 256, 3)
+    assert np.abs(annotated[1, 128] - (40, 160, 70)).sum() < 30  # the green frame of a pass
+    boxes = np.abs(annotated - (0, 200, 255)).sum(-1) < 30  # one cyan box per detected object
+    assert boxes[:, :128].any() and boxes[:, 128:].any()
