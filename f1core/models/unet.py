@@ -19,10 +19,15 @@ from .attention import TransformerMixer, _groups
 
 
 def apply_control(h, control, name):
-    """Same semantics as ComfyUI's openaimodel.apply_control: pop one residual per call and add it."""
+    """Same semantics as ComfyUI's openaimodel.apply_control: pop one residual per call and add it. A residual
+    of another shape is an error (core only logs it): a ControlNet made for another model would steer nothing."""
     if control is not None and control.get(name):
         residual = control[name].pop()
         if residual is not None:
+            if residual.shape[1:] != h.shape[1:] or residual.shape[0] not in (1, h.shape[0]):
+                raise ValueError(f"ControlNet: a residual for the U-Net's '{name}' features has shape "
+                                 f"{tuple(residual.shape)}, the features are {tuple(h.shape)}; this ControlNet "
+                                 "was made for another model. Use one trained for this MODEL")
             h = h + residual
     return h
 
@@ -112,7 +117,11 @@ class ScaleMemory(nn.Module):
         return self.proj[level](pooled.flatten(2).transpose(1, 2)) + self.level_embed[level]
 
 
-class F1UNet(nn.Module):
+class F1Encoder(nn.Module):
+    """The U-Net's encoder half: timestep and pooled embeddings, conv_in, the input blocks and the scale memory
+    they fill. F1UNet extends it with the middle and output blocks; f1core.control runs a narrow one beside the
+    U-Net. Its modules are direct attributes, so checkpoint keys (conv_in.*, input_blocks.*) are the U-Net's own."""
+
     def __init__(self, config: UNetConfig, operations=None, device=None, dtype=None, attention_fn=None):
         """attention_fn: the host's attention function with core's signature (ComfyUI's optimized_attention);
         None uses F.1's own (torch SDPA)."""
@@ -120,52 +129,108 @@ class F1UNet(nn.Module):
         ops = resolve(operations)
         self.config = config
         self.dtype = dtype or torch.float32
-        kw = dict(operations=operations, device=device, dtype=dtype)
+        self._kw = dict(operations=operations, device=device, dtype=dtype)
+        self._attention_fn = attention_fn
         ch = config.model_channels
-        emb_dim = 4 * ch
-        levels = len(config.channel_mult)
-        level_channels = [ch * m for m in config.channel_mult]
-        memory_dim = max(level_channels)
+        self.emb_dim = 4 * ch
+        self.level_channels = [ch * m for m in config.channel_mult]
+        self.memory_dim = max(self.level_channels)
 
-        self.time_embed = nn.Sequential(ops.Linear(ch, emb_dim, device=device, dtype=dtype), nn.SiLU(),
-                                        ops.Linear(emb_dim, emb_dim, device=device, dtype=dtype))
-        self.pooled_embed = ops.Linear(config.pooled_dim, emb_dim, device=device, dtype=dtype)
+        self.time_embed = nn.Sequential(ops.Linear(ch, self.emb_dim, device=device, dtype=dtype), nn.SiLU(),
+                                        ops.Linear(self.emb_dim, self.emb_dim, device=device, dtype=dtype))
+        self.pooled_embed = ops.Linear(config.pooled_dim, self.emb_dim, device=device, dtype=dtype)
         # no cross-scale levels (an SD-style U-Net): no scale memory, and the middle block attends to text only
-        cross_scale = bool(config.cross_scale_levels)
-        self.memory = ScaleMemory(level_channels, memory_dim, config.cross_scale_grid, **kw) if cross_scale else None
+        self.memory = (ScaleMemory(self.level_channels, self.memory_dim, config.cross_scale_grid, **self._kw)
+                       if config.cross_scale_levels else None)
 
-        def block(cin, cout, level, cross_scale=None):
-            cs = level in config.cross_scale_levels if cross_scale is None else cross_scale
-            return ConvFormerBlock(cin, cout, emb_dim, config, level in config.attention_levels, cs,
-                                   memory_dim, **kw, attention_fn=attention_fn)
-
-        # Encoder: entries are (module, level, kind). Like core's UNetModel, every entry leaves a skip.
+        # Entries are (module, level). Like core's UNetModel, every entry leaves a skip.
         self.conv_in = ops.Conv2d(config.in_channels, ch, 3, padding=1, device=device, dtype=dtype)
         self.input_blocks = nn.ModuleList()
         self._input_levels = []
-        skip_channels = [ch]
+        self.skip_channels = encoder_skip_channels(config)
         cur = ch
-        for level, out in enumerate(level_channels):
+        for level, out in enumerate(self.level_channels):
             for _ in range(config.num_res_blocks):
                 # level 0 has no coarser-already-seen scale to attend to in the encoder
-                self.input_blocks.append(block(cur, out, level, cross_scale=level > 0 and level in config.cross_scale_levels))
+                self.input_blocks.append(self.block(cur, out, level, level > 0 and level in config.cross_scale_levels))
                 self._input_levels.append(level)
                 cur = out
-                skip_channels.append(cur)
-            if level < levels - 1:
-                self.input_blocks.append(Downsample(cur, **kw))
+            if level < len(self.level_channels) - 1:
+                self.input_blocks.append(Downsample(cur, **self._kw))
                 self._input_levels.append(level)
-                skip_channels.append(cur)
 
-        self.middle_block = ConvFormerBlock(cur, cur, emb_dim, config, True, cross_scale, memory_dim, **kw,
-                                            attention_fn=attention_fn)
+    def block(self, cin, cout, level, cross_scale=None):
+        config = self.config
+        cs = level in config.cross_scale_levels if cross_scale is None else cross_scale
+        return ConvFormerBlock(cin, cout, self.emb_dim, config, level in config.attention_levels, cs,
+                               self.memory_dim, **self._kw, attention_fn=self._attention_fn)
+
+    def embed(self, timesteps, y, dtype, transformer_options):
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        for patch in transformer_options.get("patches", {}).get("emb_patch", []):
+            emb = patch(emb, self.config.model_channels, transformer_options)
+        if y is not None:
+            emb = emb + self.pooled_embed(y.to(dtype))
+        return emb
+
+    def encode(self, x, emb, context, transformer_options, context_mask=None, control=None, added=None):
+        """(h, skips, memory): the last features, every entry's skip in order, and the scale memory (or None).
+        `added` (features at conv_in's width) is summed into conv_in's output: a ControlNet's hint."""
+        patches = transformer_options.get("patches", {})
+        transformer_options["block"] = ("input", 0)
+        h = apply_control(self.conv_in(x), control, "input")
+        if added is not None:
+            h = h + added
+        skips = [h]
+        memory_tokens = []
+        for index, (module, level) in enumerate(zip(self.input_blocks, self._input_levels)):
+            transformer_options["block"] = ("input", index + 1)
+            if isinstance(module, Downsample):
+                if self.memory is not None:
+                    memory_tokens.append(self.memory.tokens(level, h))
+                h = module(h)
+            else:
+                memory = torch.cat(memory_tokens, dim=1) if memory_tokens else None
+                h = module(h, emb, context, memory, transformer_options, context_mask)
+            h = apply_control(h, control, "input")
+            for patch in patches.get("input_block_patch", []):
+                h = patch(h, transformer_options)
+            skips.append(h)
+            for patch in patches.get("input_block_patch_after_skip", []):
+                h = patch(h, transformer_options)
+        memory = None
+        if self.memory is not None:
+            memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
+            memory = torch.cat(memory_tokens, dim=1)
+        return h, skips, memory
+
+
+def encoder_skip_channels(config: UNetConfig) -> list[int]:
+    """Channels of every skip the encoder leaves, in order: the shapes a ControlNet's residuals must take."""
+    channels = [config.model_channels]
+    for level, mult in enumerate(config.channel_mult):
+        channels += [config.model_channels * mult] * (config.num_res_blocks + (level < len(config.channel_mult) - 1))
+    return channels
+
+
+class F1UNet(F1Encoder):
+    def __init__(self, config: UNetConfig, operations=None, device=None, dtype=None, attention_fn=None):
+        super().__init__(config, operations=operations, device=device, dtype=dtype, attention_fn=attention_fn)
+        ops = resolve(operations)
+        kw = self._kw
+        levels = len(config.channel_mult)
+        cur = self.level_channels[-1]
+        skip_channels = list(self.skip_channels)
+
+        self.middle_block = ConvFormerBlock(cur, cur, self.emb_dim, config, True, self.memory is not None,
+                                            self.memory_dim, **kw, attention_fn=attention_fn)
 
         self.output_blocks = nn.ModuleList()
         self._output_upsample = nn.ModuleDict()
         for level in reversed(range(levels)):
-            out = level_channels[level]
+            out = self.level_channels[level]
             for i in range(config.num_res_blocks + 1):
-                self.output_blocks.append(block(cur + skip_channels.pop(), out, level))
+                self.output_blocks.append(self.block(cur + skip_channels.pop(), out, level))
                 cur = out
                 if level > 0 and i == config.num_res_blocks:
                     self._output_upsample[str(len(self.output_blocks) - 1)] = Upsample(cur, **kw)
@@ -194,36 +259,9 @@ class F1UNet(nn.Module):
         transformer_options["original_shape"] = list(x.shape)
         transformer_options["transformer_index"] = 0
         patches = transformer_options.get("patches", {})
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
-        for patch in patches.get("emb_patch", []):
-            emb = patch(emb, self.config.model_channels, transformer_options)
-        if y is not None:
-            emb = emb + self.pooled_embed(y.to(x.dtype))
+        emb = self.embed(timesteps, y, x.dtype, transformer_options)
         context = context.to(x.dtype)
-
-        transformer_options["block"] = ("input", 0)
-        h = apply_control(self.conv_in(x), control, "input")
-        skips = [h]
-        memory_tokens = []
-        for index, (module, level) in enumerate(zip(self.input_blocks, self._input_levels)):
-            transformer_options["block"] = ("input", index + 1)
-            if isinstance(module, Downsample):
-                if self.memory is not None:
-                    memory_tokens.append(self.memory.tokens(level, h))
-                h = module(h)
-            else:
-                memory = torch.cat(memory_tokens, dim=1) if memory_tokens else None
-                h = module(h, emb, context, memory, transformer_options, context_mask)
-            h = apply_control(h, control, "input")
-            for patch in patches.get("input_block_patch", []):
-                h = patch(h, transformer_options)
-            skips.append(h)
-            for patch in patches.get("input_block_patch_after_skip", []):
-                h = patch(h, transformer_options)
-        memory = None
-        if self.memory is not None:
-            memory_tokens.append(self.memory.tokens(len(self.config.channel_mult) - 1, h))
-            memory = torch.cat(memory_tokens, dim=1)
+        h, skips, memory = self.encode(x, emb, context, transformer_options, context_mask, control)
 
         transformer_options["block"] = ("middle", 0)
         h = self.middle_block(h, emb, context, memory, transformer_options, context_mask)
