@@ -6,4 +6,6 @@ def all_nodes():
     from . import nodes_regions
     modules = [nodes_loaders, nodes_latent, nodes_text, nodes_sampling, nodes_adaptive, nodes_scenes]
     modules.append(nodes_regions)
+    from . import nodes_control
+    modules.append(nodes_control)
     return [node for module in modules for node in module.NODES]

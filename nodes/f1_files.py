@@ -9,21 +9,24 @@ import folder_paths
 
 PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 FOLDER = "f1"
+CONTROL_FOLDER = "f1_controlnet"   # F.1 ControlNets: models/f1_controlnet and the pack's models/controlnet
+CONTROL_SUBFOLDER = "controlnet"
 SUFFIX = ".safetensors"
 
 
 def register_model_folders():
-    for path in (os.path.join(folder_paths.models_dir, FOLDER), PACK_MODELS):
-        folder_paths.add_model_folder_path(FOLDER, path)
-    paths, _ = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {SUFFIX})
+    for folder, pack in ((FOLDER, PACK_MODELS), (CONTROL_FOLDER, os.path.join(PACK_MODELS, CONTROL_SUBFOLDER))):
+        for path in (os.path.join(folder_paths.models_dir, folder), pack):
+            folder_paths.add_model_folder_path(folder, path)
+        paths, _ = folder_paths.folder_names_and_paths[folder]
+        folder_paths.folder_names_and_paths[folder] = (paths, {SUFFIX})
 
 
-def checkpoint_path(name: str) -> str:
+def checkpoint_path(name: str, folder_name: str = FOLDER) -> str:
     """The full path of checkpoint `name`; ValueError saying why when it is missing, a link or outside."""
     if not isinstance(name, str) or not name.endswith(SUFFIX) or "\0" in name:
         raise ValueError(f"'{name}' is not a {SUFFIX} file name")
-    for folder in folder_paths.get_folder_paths(FOLDER):
+    for folder in folder_paths.get_folder_paths(folder_name):
         full = os.path.join(folder, name)
         if not os.path.lexists(full):
             continue
@@ -34,15 +37,18 @@ def checkpoint_path(name: str) -> str:
         if not os.path.isfile(full):
             raise ValueError(f"'{name}' is not a regular file")
         return full
-    raise ValueError(f"'{name}' is not in the F.1 model folders ({', '.join(folder_paths.get_folder_paths(FOLDER))})")
+    raise ValueError(f"'{name}' is not in the F.1 model folders "
+                     f"({', '.join(folder_paths.get_folder_paths(folder_name))})")
 
 
-def checkpoint_names() -> list[str]:
+def checkpoint_names(folder_name: str = FOLDER) -> list[str]:
     """The checkpoints the loader offers: ComfyUI's listing less links and files outside the folders."""
     names = []
-    for name in folder_paths.get_filename_list(FOLDER):
+    for name in folder_paths.get_filename_list(folder_name):
+        if folder_name == FOLDER and name.replace(os.sep, "/").startswith(CONTROL_SUBFOLDER + "/"):
+            continue  # the pack's ControlNets sit below its models/ folder; they are not checkpoints
         try:
-            checkpoint_path(name)
+            checkpoint_path(name, folder_name)
         except ValueError:
             continue
         names.append(name)
