@@ -6,6 +6,8 @@
     python -m f1core.train diffusion RUN_DIR --steps 60000 [--set unet_adversarial_weight=0.05 ...]
     python -m f1core.train export RUN_DIR OUT.safetensors
     python -m f1core.train export-vae RUN_DIR VAE.safetensors   (the vae stage alone; init --vae-from reads it)
+    python -m f1core.train control_edges RUN_DIR --steps 4000   (a ControlNet; RUN_DIR from init --from MODEL)
+    python -m f1core.train export-control RUN_DIR control_edges OUT.safetensors
 
 --data is `scenes` or `scenes:N` (the scene engine's train split, or N specs drawn per category with paraphrased captions and long-tail oversampling) or a
 folder of images with same-stem .txt captions. Scale out with `torchrun --nproc_per_node N -m f1core.train ...`.
@@ -97,6 +99,10 @@ def main(argv=None):
     out_vae = sub.add_parser("export-vae", help="write the vae stage's EMA VAE alone as an F.1 checkpoint")
     out_vae.add_argument("run_dir")
     out_vae.add_argument("out_path")
+    out_control = sub.add_parser("export-control", help="write a ControlNet stage's EMA ControlNet as an F.1 ControlNet")
+    out_control.add_argument("run_dir")
+    out_control.add_argument("stage", choices=[s for s in STAGES if s.startswith("control_")])
+    out_control.add_argument("out_path")
     args = parser.parse_args(argv)
 
     if args.command == "init" and args.init_from:
@@ -114,6 +120,10 @@ def main(argv=None):
         return
     if args.command == "export-vae":
         print(export_vae(args.run_dir, args.out_path))
+        return
+    if args.command == "export-control":
+        from .control_stage import export_control
+        print(export_control(args.run_dir, args.stage, args.out_path))
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -45,7 +45,7 @@ from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructio
                      edm_loss_weight, hinge_discriminator_loss, hinge_generator_loss, log_normal_sigmas,
                      structure_loss)
 
-STAGES = ("vae", "diffusion", "decoder")
+STAGES = ("vae", "diffusion", "decoder", "control_edges", "control_depth", "control_layout")  # control: control_stage.py
 BASE_NAME = "base.safetensors"
 LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
@@ -547,7 +547,9 @@ def train(run_dir, dataset, config: TrainConfig, *, device=None, progress: bool 
     Returns {"step": last completed step, "losses": the last logged record or {}}."""
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    stage_cls = {"vae": VAEStage, "diffusion": DiffusionStage, "decoder": DecoderStage}[config.stage]
+    stage_cls = {"vae": VAEStage, "diffusion": DiffusionStage, "decoder": DecoderStage}.get(config.stage)
+    if stage_cls is None:  # a ControlNet stage (control_stage.py imports this module, so it is imported here)
+        from .control_stage import ControlStage as stage_cls
     stage = stage_cls(run_dir, dataset, config, device)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
     if config.cpu_hours and stage.cpu_hours() >= config.cpu_hours:
