@@ -135,3 +135,15 @@ def layout_to_hint(masks: torch.Tensor, mode: str = "edges", line_width: int = 2
     for index in centre_y.argsort():  # far (high up) first, so nearer objects cover them
         depth = torch.where(m[index, 0] > 0, 0.45 + 0.2 * centre_y[index] + 0.15, depth)
     return normalize_depth(depth[None, :, :, None])  # the range every depth hint is given in
+
+
+def scene_hint(sample, condition: str) -> torch.Tensor:
+    """The training hint [H, W] of a scene render (f1core.data.scenes.SceneSample) for one ControlNet condition: its
+    edges, its depth normalised as F1DepthNormalize gives it, or its objects' silhouettes."""
+    if condition == "edges":
+        return sample.edges
+    if condition == "depth":
+        return normalize_depth(sample.depth[None, :, :, None])[0]
+    if condition == "layout":
+        return layout_to_hint(sample.masks, "silhouettes")[0] if len(sample.masks) else torch.zeros_like(sample.edges)
+    raise ValueError(f"condition: expected edges, depth or layout, got {condition!r}")

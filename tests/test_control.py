@@ -372,3 +372,36 @@ def test_preprocessor_nodes_refuse_bad_inputs(comfy, control_nodes):
                                                                                                float("nan"))
     with pytest.raises(ValueError, match="F1LayoutToHint: input 'masks'"):
         control_nodes.F1LayoutToHint.execute(torch.zeros(0, 8, 8), "edges", 2)
+
+
+# ---- training: the trainer's ControlNet stage ------------------------------------------------------------------
+
+def test_control_stage_trains_resumes_exactly_and_exports(tmp_path):
+    from f1core.make_tiny import make_tiny
+    from f1core.train.control_stage import export_control
+    from f1core.train.data import SceneDataset
+    from f1core.train.trainer import TrainConfig, create_run_from_checkpoint, load_state, train
+    from f1core.checkpoint import load_checkpoint, save_checkpoint
+    make_tiny(tmp_path / "random.safetensors", seed=0)
+    model = load_checkpoint(tmp_path / "random.safetensors")
+    with torch.no_grad():  # a random U-Net's zero output layer would pass no gradient to the ControlNet
+        model.unet.conv_out.weight.normal_(0, 0.1)
+    save_checkpoint(tmp_path / "model.safetensors", model.config, unet=model.unet, vae=model.vae, text=model.text)
+    data = SceneDataset.split("train", 1, resolution=64)
+    config = TrainConfig(stage="control_depth", steps=4, batch_size=2, log_every=1, lr=1e-3)
+    for name in ("straight", "resumed"):
+        create_run_from_checkpoint(tmp_path / name, tmp_path / "model.safetensors")
+    train(tmp_path / "straight", data, config, progress=False)
+    assert train(tmp_path / "resumed", data, config, progress=False, stop_at=2)["step"] == 2
+    train(tmp_path / "resumed", data, config, progress=False)
+    straight, resumed = load_state(tmp_path / "straight", "control_depth"), load_state(tmp_path / "resumed",
+                                                                                       "control_depth")
+    assert set(straight["ema"]) == {f"control.{k}" for k in F1ControlNet(control_config_for(tiny())).state_dict()}
+    for key, value in straight["trainee"].items():
+        torch.testing.assert_close(resumed["trainee"][key], value, rtol=0, atol=0)
+    control = load_control(export_control(tmp_path / "straight", "control_depth", tmp_path / "depth.safetensors"))
+    assert control.config.condition == "depth" and control.zero_convs[0].weight.abs().max() > 0
+    with pytest.raises(ValueError, match="init RUN --from"):
+        from f1core.train.trainer import create_run
+        create_run(tmp_path / "fresh", tiny(), data.corpus())
+        train(tmp_path / "fresh", data, config, progress=False)

@@ -52,12 +52,16 @@ class SceneDataset:
     def _spec(self, index: int):
         return self.specs[index // self.renders_per_spec]
 
+    def render(self, index: int):
+        """The item's whole scene render (image, masks, edges, depth): ControlNet hints come from the same one."""
+        # unset attributes are drawn at random; they must not draw a held-out combination into training
+        return render_scene(self._spec(index), self.resolution, seed=derive_seed("train-render", index),
+                            avoid=HELD_OUT_COMBOS)
+
     def image(self, index: int) -> torch.Tensor:
         cached = self._cache.get(index)
         if cached is None:
-            # unset attributes are drawn at random; they must not draw a held-out combination into training
-            sample = render_scene(self._spec(index), self.resolution, seed=derive_seed("train-render", index),
-                                  avoid=HELD_OUT_COMBOS)
+            sample = self.render(index)
             cached = (sample.image * 255).round().to(torch.uint8).permute(2, 0, 1).contiguous()
             self._cache[index] = cached
         return _to_model_range(cached)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# F.1 ControlNets for one trained model: one small ControlNet per condition (edges, depth), each trained on the
+# scene engine's hints against the frozen model, then exported to models/controlnet/ where Load F.1 ControlNet
+# lists it. Rerun to resume (every stage saves every few minutes and on Ctrl-C/SIGTERM; a stopped stage exits 3
+# and the script stops). A ControlNet only fits the model it was trained on: retrain whenever MODEL changes.
+#
+#   MODEL=models/f1-tiny-scenes-x4.safetensors scripts/train_controlnet.sh
+#   CONDITIONS="edges" STEPS=200 RUN=runs/cn-try scripts/train_controlnet.sh     # a short try
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-models/f1-tiny-scenes.safetensors}
+NAME=$(basename "$MODEL" .safetensors)
+RUN=${RUN:-runs/controlnet-$NAME}
+OUT_DIR=${OUT_DIR:-models/controlnet}
+CONDITIONS=${CONDITIONS:-edges depth}
+STEPS=${STEPS:-20000}
+BATCH=${BATCH:-16}
+DATA=${DATA:-scenes:4000}
+TRAIN="nice -n 10 $PY -m f1core.train"
+export OMP_NUM_THREADS=1
+
+if [ ! -f "$RUN/base.safetensors" ]; then
+  $PY -m f1core.train init "$RUN" --from "$MODEL"
+fi
+# ControlConfig overrides before the first step, e.g. CONTROL_OPTIONS='{"width": 0.5}' (the state keeps them)
+if [ -n "${CONTROL_OPTIONS:-}" ] && [ ! -f "$RUN/control_options.json" ]; then
+  printf '%s\n' "$CONTROL_OPTIONS" > "$RUN/control_options.json"
+fi
+mkdir -p "$OUT_DIR"
+for condition in $CONDITIONS; do
+  $TRAIN "control_$condition" "$RUN" --data "$DATA" --steps "$STEPS" --batch-size "$BATCH" --lr 1e-4 --threads 1 \
+      --no-progress --set checkpoint_every=250 --set condition_dropout=0.2
+  $PY -m f1core.train export-control "$RUN" "control_$condition" "$OUT_DIR/$NAME-$condition.safetensors"
+done
