@@ -44,6 +44,7 @@ def denoising_error(model, control, val: SceneDataset, condition: str, count: in
     """Mean EDM-weighted denoising MSE on `count` val scenes per sigma, with the ControlNet's hint and without."""
     denoiser = F1Denoiser(model.unet, model.config.schedule)
     out = {}
+    count = min(count, len(val))
     items = [val.render(i) for i in range(count)]
     images = torch.stack([s.image.permute(2, 0, 1) * 2 - 1 for s in items])
     hints = torch.stack([scene_hint(s, condition) for s in items])[:, None].expand(-1, 3, -1, -1)
@@ -66,7 +67,7 @@ def denoising_error(model, control, val: SceneDataset, condition: str, count: in
 def design(args):
     model = load_checkpoint(args.model)
     train_data = SceneDataset.split("train", args.per_category, resolution=model.config.resolution)
-    val = SceneDataset.split("val", 2, resolution=model.config.resolution)
+    val = SceneDataset.split("val", 8, resolution=model.config.resolution)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.designs:

@@ -132,6 +132,17 @@ class F1ControlNet(nn.Module):
                 "output": [conv(skip) for conv, skip in zip(self.zero_convs, skips)]}
 
 
+def random_control(config: ControlConfig, seed: int = 0) -> F1ControlNet:
+    """Random weights with live outputs (zero-initialised layers drawn too): for tests and demos of the path."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        control = F1ControlNet(config)
+        with torch.no_grad():
+            for conv in (*control.zero_convs, control.middle_out, control.hint.out):
+                conv.weight.normal_(0, 0.1)
+    return control.eval()
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

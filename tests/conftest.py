@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 DEFAULT_CKPT = "f1-tiny-random.safetensors"  # a random tiny model, built by the tests
+TINY_CONTROLNET = "f1-tiny-random-edges.safetensors"  # a random F.1 ControlNet for it
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,12 @@ def f1_models(tmp_path_factory):
 def server(f1_models, tmp_path_factory):
     """One real ComfyUI (the pack linked into custom_nodes) on a free loopback port, for the whole session."""
     from comfy_host import ComfyServer
-    host = ComfyServer(workdir=tmp_path_factory.mktemp("comfyui"), models={"f1": f1_models})
+    from f1core.config import tiny
+    from f1core.control import control_config_for, random_control, save_control
+    controlnets = tmp_path_factory.mktemp("models_f1_controlnet")  # a random F.1 ControlNet for the tiny model
+    save_control(controlnets / TINY_CONTROLNET, random_control(control_config_for(tiny())))
+    host = ComfyServer(workdir=tmp_path_factory.mktemp("comfyui"), models={"f1": f1_models,
+                                                                          "f1_controlnet": controlnets})
     host.start()
     yield host
     host.stop()

@@ -9,19 +9,15 @@ import torch
 
 from f1core.config import scenes, scenes_x4, tiny
 from f1core.control import (ControlConfig, F1ControlNet, check_size, control_config_for, load_control,
-                            parameter_count, save_control)
+                            parameter_count, random_control, save_control)
 from f1core.data.scenes import render_scene
 from f1core.hints import layout_to_hint, normalize_depth, sketch_to_edges, thin
 from f1core.models.unet import F1UNet, apply_control, encoder_skip_channels
 
 
 def woken(control: F1ControlNet, seed=0) -> F1ControlNet:
-    """Zero-initialised outputs hide everything: give them weights, as training would."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for conv in (*control.zero_convs, control.middle_out, control.hint.out):
-            conv.weight.normal_(0, 0.1)
-    return control.eval()
+    """Zero-initialised outputs hide everything: random weights as training would give them (random_control)."""
+    return random_control(control.config, seed)
 
 
 def random_unet(config):
@@ -405,3 +401,54 @@ def test_control_stage_trains_resumes_exactly_and_exports(tmp_path):
         from f1core.train.trainer import create_run
         create_run(tmp_path / "fresh", tiny(), data.corpus())
         train(tmp_path / "fresh", data, config, progress=False)
+
+
+# ---- a real ComfyUI: core's Apply ControlNet (Advanced) from an API workflow -----------------------------------
+
+LIVE_CKPT = "f1-tiny-random-live.safetensors"
+
+
+def control_graph(strength: float, hint_node: list) -> dict:
+    from conftest import TINY_CONTROLNET
+    return {
+        "1": {"class_type": "F1CheckpointLoader", "inputs": {"ckpt_name": LIVE_CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle above a blue square"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "F1SceneRender", "inputs": {"spec": "a red circle above a blue square", "width": 64,
+                                                         "height": 64, "seed": 1}},
+        "5": {"class_type": "F1LayoutToHint", "inputs": {"masks": ["4", 1], "mode": "edges", "line_width": 2}},
+        "6": {"class_type": "F1SketchToEdges", "inputs": {"image": ["4", 2], "threshold": 0.5, "ink": "auto",
+                                                          "thin": True, "line_width": 2, "min_area": 8}},
+        "7": {"class_type": "F1ControlNetLoader", "inputs": {"control_net_name": TINY_CONTROLNET}},
+        "8": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["7", 0], "image": hint_node,
+            "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
+        "9": {"class_type": "F1EmptyLatent", "inputs": {"vae": ["1", 2], "width": 64, "height": 64, "batch_size": 1}},
+        "10": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["8", 0], "negative": ["8", 1], "latent_image": ["9", 0], "seed": 3,
+            "steps": 3, "cfg": 3.0, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
+        "11": {"class_type": "F1VAEDecode", "inputs": {"vae": ["1", 2], "samples": ["10", 0]}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": f"F1_control_{strength}"}},
+    }
+
+
+def test_core_apply_controlnet_advanced_in_a_real_comfyui(server, f1_models):
+    import numpy as np
+    from PIL import Image
+    from comfy_host import error_message
+    from conftest import DEFAULT_CKPT
+    from f1core.checkpoint import load_checkpoint, save_checkpoint
+    model = load_checkpoint(f1_models / DEFAULT_CKPT)
+    with torch.no_grad():  # the random U-Net's zero output layer would hide the control
+        model.unet.conv_out.weight.normal_(0, 0.1)
+    save_checkpoint(f1_models / LIVE_CKPT, model.config, unet=model.unet, vae=model.vae, text=model.text)
+    images = {}
+    for strength, hint in ((0.0, ["5", 0]), (1.0, ["5", 0]), (1.0, ["6", 0])):
+        entry = server.run(control_graph(strength, hint))
+        assert entry["status"]["status_str"] == "success", error_message(entry)
+        (path,) = server.output_images(entry)
+        images[(strength, hint[0])] = np.asarray(Image.open(path)).astype(float)
+    off, layout, sketch = images[(0.0, "5")], images[(1.0, "5")], images[(1.0, "6")]
+    assert off.shape == layout.shape == (64, 64, 3)
+    assert np.abs(layout - off).max() > 20                 # the ControlNet steers the sampler
+    assert 0 < np.abs(sketch - layout).max() < np.abs(layout - off).max()  # two contour maps of one scene: close
