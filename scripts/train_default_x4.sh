@@ -6,7 +6,7 @@
 #   scripts/train_default_x4.sh     # or: nohup scripts/train_default_x4.sh > runs/x4.out 2>&1 &
 #
 # Every stage logs the learning curve (the judge on 98 val scenes) into $RUN/log.jsonl and $RUN/curve.png, and
-# resumes where it stopped. The VAE's progress is exported to models/ after its stage ($VAE_OUT, committed), so
+# resumes where it stopped. The VAE's progress is exported to training/ after its stage ($VAE_OUT, committed), so
 # a lost run directory costs only the optimizer state: `init --vae-from` starts again from the file.
 #
 #   VAE       the vae stage until VAE_STEPS, no discriminator (it cost PSNR at /8)
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/x4}
-VAE_OUT=${VAE_OUT:-models/f1-scenes-x4-vae.safetensors}
+VAE_OUT=${VAE_OUT:-training/f1-scenes-x4-vae.safetensors}
 OUT=${OUT:-models/f1-tiny-scenes-x4.safetensors}
 VAE_STEPS=${VAE_STEPS:-2000}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-60000}
