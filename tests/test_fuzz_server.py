@@ -14,12 +14,13 @@ from safetensors.torch import save_file
 
 from comfy_host import error_message
 from comfy_inprocess import import_comfy, import_pack
-from conftest import DEFAULT_CKPT
+from conftest import DEFAULT_CKPT, TINY_CONTROLNET
 
 HANG_GUARD_S = 30.0
 # Small sizes keep the cases that do run fast; each value stays inside the node's declared limits.
 SMALL = {"width": 64, "height": 64, "batch_size": 1, "steps": 2, "min_steps": 1, "max_steps": 3, "probe_steps": 2,
-         "text": "a red circle", "spec": "a red circle", "prompt": "a red circle", "ckpt_name": DEFAULT_CKPT}
+         "text": "a red circle", "spec": "a red circle", "prompt": "a red circle", "ckpt_name": DEFAULT_CKPT,
+         "control_net_name": TINY_CONTROLNET}
 # Inputs of issue 14 whose fixes live in other engineers' files: their failures make the test an xfail naming
 # the issue (listing them) instead of a failure; any other failure fails the test.
 PENDING = {node: "issue 14: nodes_regions.py (in progress elsewhere) lets NaN through its float inputs, and F1Region's "
