@@ -34,8 +34,8 @@ from f1core.train.control_stage import OPTIONS_NAME  # noqa: E402
 from f1core.train.data import SceneDataset  # noqa: E402
 from f1core.train.trainer import TrainConfig, create_run_from_checkpoint, load_state, train  # noqa: E402
 
-DESIGNS = {"xs": {}, "adapter": {"reads_latent": False}, "xs_no_attention": {"attention": False},
-           "xs_wide": {"width": 0.5}}
+DESIGNS = {"xs": {"reads_latent": True}, "adapter": {"reads_latent": False},
+           "xs_no_attention": {"reads_latent": True, "attention": False}, "xs_wide": {"reads_latent": True, "width": 0.5}}
 SIGMAS = (1.0, 2.0, 4.0)
 
 
