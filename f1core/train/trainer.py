@@ -332,6 +332,15 @@ class _Stage:
     def local_indices(self, step: int) -> torch.Tensor:
         return dist_utils.local_slice(global_indices(self.weights, self.config.batch_size, self.config.seed, step))
 
+    def images(self, step: int) -> torch.Tensor:
+        """This rank's share of the step's images."""
+        return torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
+
+    def quantize_bits(self, step: int) -> int | None:
+        """The step decodes an n-bit quantized latent (a `quantize_prob` share of steps), else None."""
+        draw = float(global_rand(1, self.config.seed, step, "quantize"))
+        return self.config.quantize_bits if draw < self.config.quantize_prob else None
+
     def randn(self, step: int, shape, purpose: str) -> torch.Tensor:
         noise = global_randn(self.config.batch_size, shape, self.config.seed, step, purpose)
         return dist_utils.local_slice(noise).to(self.device)
@@ -379,12 +388,11 @@ class VAEStage(_Stage):
 
     def step(self, step: int) -> dict:
         cfg, vc = self.config, self.vae_config
-        images = torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
+        images = self.images(step)
         h, w = images.shape[-2] // vc.downscale, images.shape[-1] // vc.downscale
         fine_noise = self.randn(step, (vc.fine_channels, h, w), "fine")
         coarse_noise = self.randn(step, (vc.coarse_channels, h // 2, w // 2), "coarse")
-        quantize = float(global_rand(1, cfg.seed, step, "quantize")) < cfg.quantize_prob
-        recon, kl = self.trainee_ddp(images, fine_noise, coarse_noise, cfg.quantize_bits if quantize else None)
+        recon, kl = self.trainee_ddp(images, fine_noise, coarse_noise, self.quantize_bits(step))
         loss, logs = _reconstruction_loss(recon, images, cfg)
         loss = loss + cfg.kl_weight * kl
         adversarial = self.adversarial_active(cfg.vae_adversarial_weight, step)
@@ -436,9 +444,8 @@ class DecoderStage(_Stage):
 
     def step(self, step: int) -> dict:
         cfg = self.config
-        images = torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
-        quantize = float(global_rand(1, cfg.seed, step, "quantize")) < cfg.quantize_prob
-        recon = self.trainee_ddp(images, cfg.quantize_bits if quantize else None)
+        images = self.images(step)
+        recon = self.trainee_ddp(images, self.quantize_bits(step))
         loss, logs = _reconstruction_loss(recon, images, cfg)
         self.optimise(step, loss)
         return {"loss": float(loss.detach()), **logs}
