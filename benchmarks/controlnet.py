@@ -35,7 +35,8 @@ from f1core.train.data import SceneDataset  # noqa: E402
 from f1core.train.trainer import TrainConfig, create_run_from_checkpoint, load_state, train  # noqa: E402
 
 DESIGNS = {"xs": {"reads_latent": True}, "adapter": {"reads_latent": False},
-           "xs_no_attention": {"reads_latent": True, "attention": False}, "xs_wide": {"reads_latent": True, "width": 0.5}}
+           "xs_no_attention": {"reads_latent": True, "attention": False},
+           "xs_wide": {"reads_latent": True, "width": 0.5}}
 SIGMAS = (1.0, 2.0, 4.0)
 
 
@@ -105,7 +106,8 @@ def table(args):
     2 px (kornia Canny of the output vs the hint), depth RMSE (hint vs the depth of the detected layout), the
     judge's position and counting accuracy, and time per step."""
     raise SystemExit("benchmarks/controlnet.py: the full table needs trained ControlNets for the final default "
-                     "(scripts/train_controlnet.sh); run `design` for the design comparison.\ncontrolled_mask_miou: n/a")
+                     "(scripts/train_controlnet.sh); run `design` for the design comparison."
+                     "\ncontrolled_mask_miou: n/a")
 
 
 def main(argv=None):

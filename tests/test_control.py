@@ -12,7 +12,7 @@ from f1core.control import (ControlConfig, F1ControlNet, check_size, control_con
                             parameter_count, random_control, save_control)
 from f1core.data.scenes import render_scene
 from f1core.hints import layout_to_hint, normalize_depth, sketch_to_edges, thin
-from f1core.models.unet import F1UNet, apply_control, encoder_skip_channels
+from f1core.models.unet import F1UNet, apply_control
 
 
 def woken(control: F1ControlNet, seed=0) -> F1ControlNet:
