@@ -126,6 +126,20 @@ class F1Config:
     text: TextConfig = field(default_factory=TextConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
+    def __post_init__(self):
+        agreements = (("unet.in_channels", self.unet.in_channels, "vae.latent_channels", self.vae.latent_channels),
+                      ("unet.context_dim", self.unet.context_dim, "text.adapter.context_dim",
+                       self.text.adapter.context_dim),
+                      ("unet.pooled_dim", self.unet.pooled_dim, "text.adapter.pooled_dim", self.text.adapter.pooled_dim))
+        for name, value, source, expected in agreements:
+            if value != expected:
+                raise ValueError(f"F1Config.{name} is {value} but {source} is {expected}; the parts must agree: "
+                                 f"set {name}={expected}")
+        multiple = 2 * self.vae.downscale  # the VAE's coarse level
+        if self.resolution % multiple:
+            raise ValueError(f"F1Config.resolution is {self.resolution}; it must be a multiple of {multiple} "
+                             f"(2 * vae.downscale)")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -135,21 +149,20 @@ class F1Config:
 
 
 def with_overrides(config: F1Config, overrides: dict[str, object]) -> F1Config:
-    """`config` with dotted fields replaced, e.g. {"unet.attention_levels": [2]} (lists become tuples)."""
+    """`config` with dotted fields replaced, e.g. {"unet.attention_levels": [2]}; all at once, so fields that
+    must agree (vae.fine_channels and unet.in_channels) can change together."""
+    data = dataclasses.asdict(config)
     for path, value in overrides.items():
         *parents, name = path.split(".")
-        chain = [config]
+        node = data
         for parent in parents:
-            if not dataclasses.is_dataclass(chain[-1]) or not hasattr(chain[-1], parent):
-                raise ValueError(f"config override {path!r}: {parent!r} is not a section of {type(chain[-1]).__name__}")
-            chain.append(getattr(chain[-1], parent))
-        if name not in {f.name for f in dataclasses.fields(chain[-1])}:
-            raise ValueError(f"config override {path!r}: {type(chain[-1]).__name__} has no field {name!r}")
-        value = tuple(value) if isinstance(value, list) else value
-        for node, key in zip(reversed(chain), reversed([*parents, name])):
-            value = dataclasses.replace(node, **{key: value})
-        config = value
-    return config
+            if not isinstance(node.get(parent), dict):
+                raise ValueError(f"config override {path!r}: {parent!r} is not a section of the config")
+            node = node[parent]
+        if name not in node or isinstance(node[name], dict):
+            raise ValueError(f"config override {path!r}: {'.'.join(parents) or 'the config'} has no field {name!r}")
+        node[name] = value
+    return _from_dict(F1Config, data)
 
 
 def _from_dict(cls, data: dict):

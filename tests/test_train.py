@@ -348,8 +348,12 @@ def test_config_overrides_replace_nested_fields_and_refuse_unknown_ones():
     config = with_overrides(tiny(), parse_config_overrides(["unet.attention_levels=[]", "unet.model_channels=48"]))
     assert config.unet.attention_levels == () and config.unet.model_channels == 48
     assert config.vae == tiny().vae
-    with pytest.raises(ValueError, match="UNetConfig has no field 'width'"):
+    with pytest.raises(ValueError, match="unet has no field 'width'"):
         with_overrides(tiny(), {"unet.width": 3})
+    with pytest.raises(ValueError, match="set unet.in_channels=14"):   # the parts must agree
+        with_overrides(tiny(), {"vae.fine_channels": 12})
+    both = with_overrides(tiny(), {"vae.fine_channels": 12, "unet.in_channels": 14})
+    assert both.vae.latent_channels == both.unet.in_channels == 14
     with pytest.raises(ValueError, match="FIELD=JSON"):
         parse_config_overrides(["unet.model_channels"])
 

@@ -34,7 +34,6 @@ from ..checkpoint import VOCAB_KEYS, build_part, load_checkpoint, read_metadata,
 from ..config import F1Config
 from ..diffusion import F1Denoiser
 from ..preview import fit_latent_rgb
-from ..quantize import fake_quantize
 from ..text.vocab import build_vocab
 from . import distributed as dist_utils
 from .data import global_indices, global_rand, global_randn
@@ -176,17 +175,8 @@ class VAETrainee(nn.Module):
         self.vae = vae
 
     def forward(self, images, fine_noise, coarse_noise, quantize_bits: int | None):
-        fine, coarse = self.vae.encoder(images)
-        (fine, fine_logvar), (coarse, coarse_logvar) = fine.chunk(2, dim=1), coarse.chunk(2, dim=1)
-        fine_logvar, coarse_logvar = fine_logvar.clamp(-30, 20), coarse_logvar.clamp(-30, 20)
-        kl = sum(0.5 * (m.square() + lv.exp() - 1.0 - lv).mean() for m, lv in
-                 ((fine, fine_logvar), (coarse, coarse_logvar)))
-        fine = fine + (0.5 * fine_logvar).exp() * fine_noise
-        coarse = coarse + (0.5 * coarse_logvar).exp() * coarse_noise
-        if quantize_bits is not None:
-            # the shipped pipeline may store latents quantized; the decoder learns to read them
-            fine, coarse = self.vae.unpack(fake_quantize(self.vae.pack(fine, coarse), quantize_bits, "tile", 4))
-        return self.vae.decoder(fine, coarse), kl
+        # quantize_bits: the shipped pipeline may store latents quantized; the decoder learns to read them
+        return self.vae(images, (fine_noise, coarse_noise), quantize_bits)
 
 
 class DecoderTrainee(nn.Module):
@@ -198,11 +188,7 @@ class DecoderTrainee(nn.Module):
         vae.encoder.requires_grad_(False)
 
     def forward(self, images, quantize_bits: int | None):
-        with torch.no_grad():
-            fine, coarse = (h.chunk(2, dim=1)[0] for h in self.vae.encoder(images))
-            if quantize_bits is not None:
-                fine, coarse = self.vae.unpack(fake_quantize(self.vae.pack(fine, coarse), quantize_bits, "tile", 4))
-        return self.vae.decoder(fine, coarse)
+        return self.vae(images, quantize_bits=quantize_bits)[0]   # the frozen encoder builds no graph
 
 
 class DiffusionTrainee(nn.Module):
