@@ -19,6 +19,26 @@ def pixels_error(node: str, width, height, batch, names: str) -> str | None:
     return f"{node}: {error}" if error else None
 
 
+def text_length_error(node: str, name: str, text, limit: int, fix: str) -> str | None:
+    """`node`: input `name` longer than `limit` characters (a cheap bound checked before any parsing or
+    tokenizing), with the fix; None if within it or not a string (core reports the wrong type)."""
+    if isinstance(text, str) and len(text) > limit:
+        return f"{node}: input '{name}' is {len(text):,} characters, over the limit of {limit:,}; {fix}"
+    return None
+
+
+def prompt_length_error(node: str, name: str, text) -> str | None:
+    """A prompt for a text encoder; the token limit itself is checked when it is encoded."""
+    return text_length_error(node, name, text, current().max_prompt_chars,
+                             f"shorten it or raise {limits.ENV['max_prompt_tokens']}")
+
+
+def caption_length_error(node: str, name: str, text) -> str | None:
+    """A scene caption or spec JSON; the longest valid scene needs a few hundred characters."""
+    return text_length_error(node, name, text, limits.MAX_CAPTION_CHARS,
+                             "a scene holds at most a few objects, so describe each once")
+
+
 def raise_if_over_budget(node: str, input_name: str, shape, scale: int = 1):
     """For tensors that arrive at run time: an IMAGE [B, H, W, C] (scale 1) or a latent [B, C, h, w]
     (scale = the VAE's downscale) over the pixel budget is refused before any work."""

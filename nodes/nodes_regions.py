@@ -13,7 +13,10 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
+from ..f1core import limits
 from ..f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, step_progress
+from . import f1_limits
+from .f1_inputs import declared_limits_error, raise_if_invalid
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +79,11 @@ def attention_layers(diffusion_model) -> list[tuple[str, int, int]]:
     return keys
 
 
-def encode(clip, text: str) -> torch.Tensor:
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+def encode(node: str, name: str, clip, text: str) -> torch.Tensor:
+    try:
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+    except limits.PromptTooLong as err:
+        raise ValueError(f"{node}: input '{name}': {err}") from None
 
 
 def settings_inputs():
@@ -133,13 +139,21 @@ class F1Region(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text, strength):
+        # named inputs, never **kwargs, which would switch core's range checks off for all of them
+        return (f1_limits.prompt_length_error("F1Region", "text", text)
+                or declared_limits_error(cls, strength=strength) or True)
+
+    @classmethod
     def execute(cls, clip, text, mask, strength, regions=None) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(text, strength))
         if not text.strip():
             raise ValueError("F1Region: input 'text' is empty; write what goes in the region")
         if mask.ndim not in (2, 3) or float(mask.max()) <= 0:
             raise ValueError(f"F1Region: input 'mask' must be a non-empty MASK [H, W] or [B, H, W], got shape "
                              f"{list(mask.shape)} with max {float(mask.max()):.3g}; draw the region (mask > 0)")
-        return io.NodeOutput(list(regions or []) + [Region(encode(clip, text), mask.float(), strength)])
+        region = Region(encode("F1Region", "text", clip, text), mask.float(), strength)
+        return io.NodeOutput(list(regions or []) + [region])
 
 
 class F1ApplyRegions(io.ComfyNode):
@@ -164,7 +178,13 @@ class F1ApplyRegions(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, base_weight, feather, grow, mask_fraction, blend):
+        return declared_limits_error(cls, base_weight=base_weight, feather=feather, grow=grow,
+                                     mask_fraction=mask_fraction, blend=blend) or True
+
+    @classmethod
     def execute(cls, model, regions, base_weight, feather, grow, mask_fraction, blend) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(base_weight, feather, grow, mask_fraction, blend))
         attention = regional("F1ApplyRegions", regions, base_weight, feather, grow)
         patch = RegionPatch(attention, mask_fraction, blend)
         layers = attention_layers(model.get_model_object("diffusion_model"))
@@ -197,7 +217,13 @@ class F1RegionalConditioning(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, base_weight, feather, grow, mask_fraction):
+        return declared_limits_error(cls, base_weight=base_weight, feather=feather, grow=grow,
+                                     mask_fraction=mask_fraction) or True
+
+    @classmethod
     def execute(cls, positive, regions, base_weight, feather, grow, mask_fraction) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(base_weight, feather, grow, mask_fraction))
         attention = regional("F1RegionalConditioning", regions, base_weight, feather, grow)
         # FLUX sees the image as 2x2 patches of the /8 latent: masks at that grid; core rescales to the real one
         height = max(m.shape[-2] for m in attention.masks)
@@ -246,7 +272,15 @@ class F1LayoutFromPrompt(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, prompt, width, height):
+        # the masks are image-sized (one per object), so the image pixel budget applies
+        return (f1_limits.caption_length_error("F1LayoutFromPrompt", "prompt", prompt)
+                or declared_limits_error(cls, width=width, height=height)
+                or f1_limits.pixels_error("F1LayoutFromPrompt", width, height, 1, "'width'/'height'") or True)
+
+    @classmethod
     def execute(cls, clip, prompt, width, height, regions=None) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(prompt, width, height))
         try:
             layout = layout_from_prompt(prompt, width, height)
         except ValueError as err:
@@ -254,7 +288,7 @@ class F1LayoutFromPrompt(io.ComfyNode):
         masks = torch.stack([mask for _, mask in layout])
         colours = PALETTE[torch.arange(len(layout)) % len(PALETTE)]
         preview = (masks[..., None] * colours[:, None, None]).amax(0, keepdim=True).clamp(0, 1)
-        added = [Region(encode(clip, phrase), mask) for phrase, mask in layout]
+        added = [Region(encode("F1LayoutFromPrompt", "prompt", clip, phrase), mask) for phrase, mask in layout]
         phrases = "\n".join(phrase for phrase, _ in layout)
         return io.NodeOutput(list(regions or []) + added, masks, preview, phrases, ui={"text": [phrases]})
 

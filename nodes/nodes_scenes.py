@@ -13,7 +13,6 @@ from ..f1core.data.spec import SceneSpec
 from ..f1core.eval.detector import detect
 from ..f1core.eval.report import annotate
 from ..f1core.eval.scoring import score_detection
-from ..f1core.limits import MAX_CAPTION_CHARS
 from . import f1_limits
 from .f1_inputs import raise_if_invalid
 from .f1_limits import interruptible
@@ -28,13 +27,6 @@ def _spec_from_text(node: str, text: str) -> SceneSpec:
         raise ValueError(f"{node}: input 'spec' is not a valid scene ({err}). Give a caption such as "
                          "'a red circle to the left of a blue square' or a spec JSON such as "
                          '{"objects": [{"shape": "circle", "colour": "red"}]}') from None
-
-
-def _spec_length_error(node: str, text) -> str | None:
-    if isinstance(text, str) and len(text) > MAX_CAPTION_CHARS:
-        return (f"{node}: input 'spec' is {len(text):,} characters, over the limit of {MAX_CAPTION_CHARS}; a scene "
-                "holds at most a few objects, so describe each once")
-    return None
 
 
 ANNOTATED_MIN_SIDE = 256  # labels stay readable on small (e.g. 64x64) images
@@ -77,7 +69,7 @@ class F1SceneRender(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, spec):
-        return _spec_length_error("F1SceneRender", spec) or True
+        return f1_limits.caption_length_error("F1SceneRender", "spec", spec) or True
 
     @classmethod
     def execute(cls, spec, width, height, seed) -> io.NodeOutput:
@@ -122,7 +114,7 @@ class F1Evaluate(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, spec):
-        return _spec_length_error("F1Evaluate", spec) or True
+        return f1_limits.caption_length_error("F1Evaluate", "spec", spec) or True
 
     @classmethod
     def execute(cls, image, spec) -> io.NodeOutput:

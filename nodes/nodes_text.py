@@ -26,12 +26,7 @@ class F1TextEncode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, text):
-        # a cheap bound before tokenizing; the token limit itself is checked when the text is encoded
-        chars = f1_limits.current().max_prompt_chars
-        if isinstance(text, str) and len(text) > chars:
-            return (f"F1TextEncode: input 'text' is {len(text):,} characters, over the limit of {chars:,}; shorten "
-                    f"it or raise {limits.ENV['max_prompt_tokens']}")
-        return True
+        return f1_limits.prompt_length_error("F1TextEncode", "text", text) or True
 
     @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:

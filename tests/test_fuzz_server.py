@@ -8,7 +8,6 @@ import math
 import os
 import time
 
-import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -21,11 +20,6 @@ HANG_GUARD_S = 30.0
 SMALL = {"width": 64, "height": 64, "batch_size": 1, "steps": 2, "min_steps": 1, "max_steps": 3, "probe_steps": 2,
          "text": "a red circle", "spec": "a red circle", "prompt": "a red circle", "ckpt_name": DEFAULT_CKPT,
          "control_net_name": TINY_CONTROLNET}
-# Inputs of issue 14 whose fixes live in other engineers' files: their failures make the test an xfail naming
-# the issue (listing them) instead of a failure; any other failure fails the test.
-PENDING = {node: "issue 14: nodes_regions.py (in progress elsewhere) lets NaN through its float inputs, and F1Region's "
-                "prompt-length error does not name 'text'"
-           for node in ("F1ApplyRegions", "F1Region", "F1RegionalConditioning")}
 
 HOSTILE_SPECS = [
     "[" * 5000 + "]" * 5000,                                     # nesting beyond the JSON parser's recursion
@@ -239,7 +233,7 @@ def test_hostile_prompts_are_refused_or_fail_cleanly(server, f1_models, tmp_path
     cases += [(f"graph fault {i}", g, None, None, None, GRAPH_FAULT) for i, g in enumerate(faults)]
     assert len(cases) >= 300, len(cases)
 
-    problems, xfailed, slowest = [], [], (0.0, "")
+    problems, slowest = [], (0.0, "")
     for label, graph, key, node_id, input_name, must_refuse in cases:
         verdict, text, seconds = _run(server, graph)
         slowest = max(slowest, (seconds, label))
@@ -258,13 +252,9 @@ def test_hostile_prompts_are_refused_or_fail_cleanly(server, f1_models, tmp_path
             problem = f"a graph fault was not refused: {verdict} {text[:300]}"
         elif verdict == "refused" and node_id and input_name and must_refuse != GRAPH_FAULT and input_name not in text:
             problem = f"refusal does not name '{input_name}': {text[:300]}"
-        if problem and node_id in PENDING:
-            xfailed.append(f"{label}: {problem}")
-        elif problem:
+        if problem:
             problems.append(f"{label}: {problem}")
         assert server.alive(), f"the server died on {label}:\n{server.log_tail()}"
     assert server.get("/system_stats")["system"]["comfyui_version"]
     print(f"fuzz: {len(cases)} cases, slowest {slowest[0]:.1f} s ({slowest[1]})")
     assert not problems, f"{len(problems)} of {len(cases)} cases failed:\n  " + "\n  ".join(problems)
-    if xfailed:
-        pytest.xfail(f"{len(xfailed)} cases pending: {sorted(set(PENDING.values()))}:\n  " + "\n  ".join(xfailed))

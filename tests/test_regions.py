@@ -6,7 +6,7 @@ import torch
 from f1core.config import tiny
 from f1core.models.attention import attention
 from f1core.models.unet import F1UNet
-from f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, step_progress
+from f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, shape_mask, step_progress
 
 WIDTH = 8
 
@@ -47,7 +47,7 @@ def test_masks_are_resized_to_each_levels_exact_size(h, w):
     assert region[:, 0].min() > 0.99 and region[:, -1].max() < 0.01 or w < 3  # left column in, right column out
 
 
-def test_feather_softens_and_grow_dilates_with_kornia():
+def test_feather_softens_and_grow_dilates():
     square = torch.zeros(32, 32)
     square[8:24, 8:24] = 1
     hard = RegionalAttention([Region(ctx(1, 3), square)]).masks[0][0, 0]
@@ -57,6 +57,16 @@ def test_feather_softens_and_grow_dilates_with_kornia():
     assert set(hard.unique().tolist()) == {0.0, 1.0}
     assert 0.2 < soft[16, 8] < 0.8 and soft[16, 16] > 0.99 and soft[0, 0] < 0.01  # a ramp across the edge
     assert grown.sum() == 22 * 22 and shrunk.sum() == 10 * 10
+
+
+@pytest.mark.parametrize("grow", [1, 3, -2, -4])
+def test_grow_is_kornias_square_dilation_and_erosion(grow):
+    import kornia
+
+    mask = (torch.rand(2, 1, 23, 31, generator=torch.Generator().manual_seed(grow + 9)) > 0.8).float()
+    kernel = torch.ones(2 * abs(grow) + 1, 2 * abs(grow) + 1)
+    expected = kornia.morphology.dilation(mask, kernel) if grow > 0 else kornia.morphology.erosion(mask, kernel)
+    assert torch.equal(shape_mask(mask[:, 0], grow), expected)  # edges included (the border never counts)
 
 
 def regional_attention(regional, q, k_base, chunks, items, h, w, heads=2):
@@ -364,6 +374,30 @@ def test_bad_models_and_widths_get_clear_errors(comfy, region_nodes, core_model)
     wrong = apply(region_nodes, patcher, [Region(ctx(3, 4, width + 1), torch.ones(8, 8))])
     with pytest.raises(ValueError, match="encode the regions with this model's CLIP"):
         first_denoised(comfy, wrong, conditioning(1), conditioning(2), latent_for(patcher, 1, 8, 8))
+
+
+def test_validators_name_their_inputs_and_refuse_nan(region_nodes):
+    import inspect
+    import math
+    nodes = region_nodes
+    settings = dict(base_weight=0.0, feather=0.0, grow=0, mask_fraction=1.0)
+    for node, extra in ((nodes.F1ApplyRegions, {"blend": 0.0}), (nodes.F1RegionalConditioning, {})):
+        values = {**settings, **extra}
+        assert node.validate_inputs(**values) is True
+        assert node.validate_inputs(**{name: None for name in values}) is True  # linked inputs are checked later
+        for name in values:
+            bad = math.nan if isinstance(values[name], float) else 10 ** 6
+            assert f"{node.__name__}: input '{name}'" in node.validate_inputs(**{**values, name: bad})
+    assert "F1Region: input 'strength'" in nodes.F1Region.validate_inputs("a red circle", math.inf)
+    assert "F1Region: input 'text' is 1,000,000 characters" in nodes.F1Region.validate_inputs("x" * 10 ** 6, 1.0)
+    layout = nodes.F1LayoutFromPrompt
+    assert "input 'prompt' is" in layout.validate_inputs("a red circle " * 1000, 64, 64)
+    assert "lower 'width'/'height'" in layout.validate_inputs("a red circle", 16384, 16384)  # over the pixel budget
+    # **kwargs in a validator would switch core's min/max checks off for every input of the node
+    for node in nodes.NODES:
+        if hasattr(node, "validate_inputs"):
+            kinds = {p.kind for p in inspect.signature(node.validate_inputs).parameters.values()}
+            assert inspect.Parameter.VAR_KEYWORD not in kinds, node.__name__
 
 
 def flux_patcher(comfy):
