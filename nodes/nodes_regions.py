@@ -134,19 +134,28 @@ class F1Region(io.ComfyNode):
                                tooltip="Weight of this prompt inside its mask, against overlapping regions and "
                                        "the base prompt."),
                 regions_input(),
+                # appended in 0.2.0 as optional, so saved workflows without it still load
+                io.Int.Input("mask_index", default=-1, min=-1, max=1023, optional=True,
+                             tooltip="-1: the mask as given. 0 or more: only that mask of a mask batch, e.g. one "
+                                     "object of F1SceneRender's or F1LayoutFromPrompt's masks."),
             ],
             outputs=[F1Regions.Output(display_name="regions", tooltip="The chain of regions so far.")],
         )
 
     @classmethod
-    def validate_inputs(cls, text, strength):
+    def validate_inputs(cls, text, strength, mask_index=None):
         # named inputs, never **kwargs, which would switch core's range checks off for all of them
         return (f1_limits.prompt_length_error("F1Region", "text", text)
-                or declared_limits_error(cls, strength=strength) or True)
+                or declared_limits_error(cls, strength=strength, mask_index=mask_index) or True)
 
     @classmethod
-    def execute(cls, clip, text, mask, strength, regions=None) -> io.NodeOutput:
-        raise_if_invalid(cls.validate_inputs(text, strength))
+    def execute(cls, clip, text, mask, strength, regions=None, mask_index=-1) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(text, strength, mask_index))
+        if mask_index >= 0:
+            if mask.ndim != 3 or mask_index >= mask.shape[0]:
+                raise ValueError(f"F1Region: input 'mask_index' is {mask_index} but 'mask' has shape "
+                                 f"{list(mask.shape)}; give an index below its first size, or -1 for the whole mask")
+            mask = mask[mask_index]
         if not text.strip():
             raise ValueError("F1Region: input 'text' is empty; write what goes in the region")
         if mask.ndim not in (2, 3) or float(mask.max()) <= 0:

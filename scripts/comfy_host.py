@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_INPUTS = ROOT / "example_workflows" / "input"  # files the templates' LoadImage nodes name
 
 
 def comfy_dir() -> Path:
@@ -54,6 +56,8 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         for sub in ("output", "input", "temp", "user"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        for path in EXAMPLE_INPUTS.glob("*"):
+            shutil.copy(path, self.workdir / "input" / path.name)
         cmd = [self.python, str(comfy_dir() / "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--preview-method", "auto",
                "--output-directory", str(self.output_dir), "--input-directory", str(self.workdir / "input"),

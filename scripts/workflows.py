@@ -2,7 +2,8 @@
 each with a same-name .jpg thumbnail) and their API-format twins in example_workflows/api/ (a subfolder, which
 the browser does not list: it cannot open API files).
 
-    python scripts/workflows.py     # (re)write every UI template and thumbnail from its API twin
+    python scripts/workflows.py                  # (re)write every UI template and thumbnail from its API twin
+    python scripts/workflows.py f1_regions_drawn  # only the named ones
 
 The API twins are the source. The UI files are generated from them with a layout that fits a 1600x900 canvas
 at a zoom where the frontend still draws text; a test converts them back and checks they equal their twins.
@@ -181,12 +182,15 @@ def save_thumbnail(image_path: Path, path: Path, side: int = 384):
     image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS).save(path, quality=90)
 
 
-def main():
+def main(names: list[str]):
     sys.path.insert(0, str(Path(__file__).parent))
     from comfy_host import ComfyServer, error_message
+    paths = [p for p in api_workflows() if not names or p.stem in names]
+    if names and len(paths) != len(set(names)):
+        sys.exit(f"unknown workflow among {names}; known: {[p.stem for p in api_workflows()]}")
     with ComfyServer() as server:
         object_info = server.get("/object_info")
-        for path in api_workflows():
+        for path in paths:
             api = json.loads(path.read_text())
             ui_twin(path).write_text(json.dumps(api_to_ui(api, object_info), indent=2) + "\n")
             entry = server.run(strip_meta(api))
@@ -197,4 +201,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

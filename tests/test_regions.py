@@ -358,6 +358,10 @@ def test_nodes_with_a_real_f1_clip_and_layout_from_prompt(comfy, region_nodes, f
     assert preview.shape == (1, 24, 40, 3) and preview[0, 0, 0, 0] > preview[0, 0, 0, 2]  # red on the left
     chained = region_nodes.F1Region.execute(clip, "a green star", masks[0], 1.0, regions).result[0]
     assert len(chained) == 3 and torch.equal(chained[2].mask, masks[0])
+    picked = region_nodes.F1Region.execute(clip, "a blue square", masks, 1.0, mask_index=1).result[0]
+    assert torch.equal(picked[0].mask, masks[1])  # one object of a mask batch
+    with pytest.raises(ValueError, match="F1Region: input 'mask_index' is 2 but 'mask' has shape \\[2, 24, 40\\]"):
+        region_nodes.F1Region.execute(clip, "a star", masks, 1.0, mask_index=2)
     assert all(r.context.shape[-1] == tiny().unet.context_dim for r in chained)
     with pytest.raises(ValueError, match="F1Region: input 'mask'"):
         region_nodes.F1Region.execute(clip, "a star", torch.zeros(8, 8), 1.0)
@@ -442,3 +446,36 @@ def test_flux_regions_through_core_attention_mask_cond_keys(comfy, region_nodes)
     staged = regional(0.5)
     assert [(c[1]["start_percent"], c[1]["end_percent"]) for c in staged] == [(0.0, 0.5), (0.5, 1.0)]
     assert "attention_mask" not in staged[1][1] and torch.equal(staged[1][0], positive[0][0])
+
+
+# ---- through a real ComfyUI -------------------------------------------------------------------------------------
+
+def test_layout_from_prompt_workflow_renders_in_a_real_server(server):
+    """The f1_regions_layout API workflow on the shipped default: the layout's phrases, an image the regions
+    changed (same seed without F1ApplyRegions differs), and the red circle drawn inside its (left) region."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from comfy_host import error_message
+    from f1core.eval.detector import detect
+    from workflows import API, strip_meta
+    graph = strip_meta(json.loads((API / "f1_regions_layout.json").read_text()))
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert entry["outputs"]["5"]["text"] == ["a red circle\na blue square"]  # shown on F1LayoutFromPrompt
+    [path] = server.output_images(entry)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape == (256, 256, 3) and image.std() > 1.0
+
+    unregioned = json.loads(json.dumps(graph))
+    unregioned["8"]["inputs"]["model"] = ["1", 0]
+    unregioned["11"]["inputs"]["filename_prefix"] = "F1_no_regions"
+    entry = server.run(unregioned)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    plain = np.asarray(Image.open(server.output_images(entry)[0]).convert("RGB"))
+    assert np.abs(plain.astype(int) - image.astype(int)).mean() > 1.0
+
+    red = [o for o in detect(image).objects if o.colour == "red"]
+    assert red and all(o.x < 0.5 for o in red), detect(image).objects  # the layout put it in the left half
