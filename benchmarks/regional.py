@@ -1,0 +1,175 @@
+"""Regional prompts (issue 12), side by side in one run on one model:
+
+    python benchmarks/regional.py [--model NAME] [--limit N] [--steps 20]
+
+Scenes: the test split's two_objects, position and colour_attribution specs (the first --limit of each).
+Masks, two sources per scene: the scene engine's ground-truth instance masks (render_scene of the spec; the
+instances of one object merged) and F1LayoutFromPrompt's masks of its caption. Conditions, same seed and noise:
+
+- none: the caption alone;
+- core_mask: core's ConditioningSetMask (latent composition): each object's phrase under its mask, the caption
+  under the uncovered rest, combined (a model pass per prompt and step);
+- f1_regions: F1Region + F1ApplyRegions (cross-attention, one pass), the caption as the base prompt.
+
+All run in-process through core's sampler (dpmpp_2m, Karras, cfg 4) with the pack's nodes. Measures, per
+condition and mask source, over the asked objects:
+
+- colour_recall: the object is detected with its centroid inside its mask and with its colour (its shape when
+  the spec names no colour);
+- miou: box IoU between the mask's bounding box and the best-matching detected object's (0 if none matches);
+- judge accuracy per category (F1Evaluate's detector and scoring on the whole spec);
+- s/step: sampling wall time over steps.
+
+"none" does not use the masks; its recall and mIoU are measured against each source's masks. The last line is
+`region_colour_recall: X` (f1_regions, ground-truth masks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from comfy_inprocess import import_comfy, import_pack  # noqa: E402
+from f1core.data.captions import caption  # noqa: E402
+from f1core.data.scenes import render_scene  # noqa: E402
+from f1core.data.splits import load_split  # noqa: E402
+from f1core.eval.detector import as_rgb_array, detect  # noqa: E402
+from f1core.eval.scoring import score_detection  # noqa: E402
+
+CATEGORIES = ("two_objects", "position", "colour_attribution")
+CONDITIONS = ("none", "core_mask", "f1_regions")
+SOURCES = ("truth", "layout")
+CFG = 4.0
+
+
+def box_iou(a, b) -> float:
+    """Boxes (x0, y0, x1, y1), exclusive ends."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union else 0.0
+
+
+def mask_box(mask: torch.Tensor):
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def object_scores(spec, detection, masks) -> list[tuple[bool, float]]:
+    """(colour in region, box IoU) per asked object."""
+    out = []
+    for obj, mask in zip(spec.objects, masks):
+        same = [d for d in detection.objects
+                if (d.colour == obj.colour if obj.colour else d.shape == obj.shape)]
+        h, w = mask.shape
+        inside = any(mask[min(int(d.y * h), h - 1), min(int(d.x * w), w - 1)] > 0.5 for d in same)
+        iou = max((box_iou(mask_box(mask), d.bbox) for d in same), default=0.0)
+        out.append((inside, iou))
+    return out
+
+
+def truth_masks(spec, side: int, seed: int) -> torch.Tensor:
+    sample = render_scene(spec, side, side, seed=seed)
+    masks = torch.zeros(len(spec.objects), side, side)
+    for placed, mask in zip(sample.objects, sample.masks):
+        masks[placed.group] = torch.maximum(masks[placed.group], mask)
+    return masks
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="f1-tiny-scenes.safetensors", help="an F.1 checkpoint the loader lists")
+    parser.add_argument("--limit", type=int, default=40, help="scenes per category (the split has 40-48)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--side", type=int, default=64, help="image side (the shipped default draws 64x64)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import_comfy()
+    import comfy.sample
+    import nodes as core_nodes
+    loaders, text, latent_nodes = (import_pack(f"nodes.{m}") for m in ("nodes_loaders", "nodes_text", "nodes_latent"))
+    regions_nodes, pack_regions = import_pack("nodes.nodes_regions"), import_pack("f1core.regions")
+    model, clip, vae = loaders.F1CheckpointLoader.execute(args.model).result
+    side = args.side
+    encode = {}
+
+    def cond(phrase):
+        if phrase not in encode:
+            encode[phrase] = text.F1TextEncode.execute(clip, phrase).result[0]
+        return encode[phrase]
+
+    def sample(patched, positive, seed):
+        latent = latent_nodes.F1EmptyLatent.execute(vae, side, side, 1).result[0]["samples"]
+        noise = comfy.sample.prepare_noise(latent, seed)
+        start = time.perf_counter()
+        out = comfy.sample.sample(patched, noise, args.steps, CFG, "dpmpp_2m", "karras", positive, cond(""),
+                                  latent, seed=seed, disable_pbar=True)
+        seconds = (time.perf_counter() - start) / args.steps
+        return as_rgb_array(vae.decode(out)[0]), seconds
+
+    specs = [s for c in CATEGORIES for s in [x for x in load_split("test") if x.category == c][:args.limit]]
+    rows = {(c, s): {"objects": [], "judge": {k: [] for k in CATEGORIES}, "step_s": []}
+            for c in CONDITIONS for s in SOURCES}
+    started = time.time()
+    for index, spec in enumerate(specs):
+        prompt = caption(spec)
+        layout = pack_regions.layout_from_prompt(prompt, side, side)
+        phrases = [phrase for phrase, _ in layout]
+        masks = {"truth": truth_masks(spec, side, index), "layout": torch.stack([m for _, m in layout])}
+        images = {}
+        image, step_s = sample(model, cond(prompt), index)
+        for source in SOURCES:
+            images[("none", source)] = (image, step_s)
+        for source in SOURCES:
+            chain, positive = None, []
+            uncovered = (1 - masks[source].amax(0)).clamp(0, 1)
+            positive += core_nodes.ConditioningSetMask().append(cond(prompt), uncovered, "default", 1.0)[0]
+            for phrase, mask in zip(phrases, masks[source]):
+                positive += core_nodes.ConditioningSetMask().append(cond(phrase), mask, "default", 1.0)[0]
+                chain = regions_nodes.F1Region.execute(clip, phrase, mask, 1.0, chain).result[0]
+            images[("core_mask", source)] = sample(model, positive, index)
+            patched = regions_nodes.F1ApplyRegions.execute(model, chain, 0.0, 0.0, 0, 1.0, 0.0).result[0]
+            images[("f1_regions", source)] = sample(patched, cond(prompt), index)
+        for (condition, source), (image, step_s) in images.items():
+            detection = detect(image)
+            row = rows[(condition, source)]
+            row["objects"] += object_scores(spec, detection, masks[source])
+            row["judge"][spec.category].append(score_detection(spec, detection).passed)
+            row["step_s"].append(step_s)
+        print(f"[{index + 1}/{len(specs)}] {prompt} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    counts = {c: sum(s.category == c for s in specs) for c in CATEGORIES}
+    print(f"\n{len(specs)} scenes ({', '.join(f'{c} {n}' for c, n in counts.items())}), model {args.model}, "
+          f"{side}x{side}, {args.steps} steps, seed = scene index\n")
+    print("| condition | masks | colour-in-region recall | region mIoU (box) | "
+          + " | ".join(f"judge {c}" for c in CATEGORIES) + " | s/step |")
+    print("|---|---|---|---|" + "---|" * len(CATEGORIES) + "---|")
+    summary = {}
+    for (condition, source), row in rows.items():
+        recall = float(np.mean([inside for inside, _ in row["objects"]]))
+        miou = float(np.mean([iou for _, iou in row["objects"]]))
+        summary[(condition, source)] = (recall, miou, float(np.mean(row["step_s"])))
+        judge = " | ".join(f"{np.mean(v):.2f}" for v in row["judge"].values())
+        print(f"| {condition} | {source} | {recall:.3f} | {miou:.3f} | {judge} | {np.mean(row['step_s']):.4f} |")
+    base_step = summary[("none", "truth")][2]
+    for condition in ("core_mask", "f1_regions"):
+        for source in SOURCES:
+            recall, miou, step = summary[(condition, source)]
+            print(f"{condition} ({source}): recall {recall - summary[('none', source)][0]:+.3f}, mIoU "
+                  f"{miou - summary[('none', source)][1]:+.3f} vs none; time per step {step / base_step - 1:+.0%}")
+    print(f"region_colour_recall: {summary[('f1_regions', 'truth')][0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
