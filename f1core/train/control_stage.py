@@ -19,7 +19,6 @@ from ..control import ControlConfig, F1ControlNet, control_config_for, parameter
 from ..diffusion import F1Denoiser, sigma_to_timestep, edm_coefficients
 from ..hints import scene_hint
 from . import distributed as dist_utils
-from .data import global_rand
 from .losses import edm_loss_weight, log_normal_sigmas
 from .trainer import BASE_NAME, INIT_FROM_KEY, _load_base, _seeded, _Stage, load_state
 
@@ -94,11 +93,7 @@ class ControlStage(_Stage):
     def step(self, step: int) -> dict:
         cfg = self.config
         indices = self.local_indices(step)
-        batch = cfg.batch_size
-        offset = dist_utils.rank() * (batch // dist_utils.world_size())
-        keep = dist_utils.local_slice(global_rand(batch, cfg.seed, step, "dropout") >= cfg.condition_dropout)
-        captions = [self.dataset.caption(int(i), step * batch + offset + n) if keep[n] else ""
-                    for n, i in enumerate(indices)]
+        _, captions = self.captions(step, indices)
         latents, hints = zip(*(self._item(int(i)) for i in indices))
         x0 = torch.stack(latents).to(self.device)
         hint = torch.stack(hints)[:, None].expand(-1, 3, -1, -1).to(self.device)

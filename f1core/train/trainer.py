@@ -322,6 +322,16 @@ class _Stage:
         """This rank's share of the step's images."""
         return torch.stack([self.dataset.image(int(i)) for i in self.local_indices(step)]).to(self.device)
 
+    def captions(self, step: int, indices: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """(keep, captions) for this rank's share: a `condition_dropout` share is dropped to "" (for
+        guidance), the rest are caption variants numbered by their place in the global batch."""
+        batch = self.config.batch_size
+        offset = dist_utils.rank() * (batch // dist_utils.world_size())
+        keep = dist_utils.local_slice(global_rand(batch, self.config.seed, step, "dropout")
+                                      >= self.config.condition_dropout)
+        return keep, [self.dataset.caption(int(i), step * batch + offset + n) if keep[n] else ""
+                      for n, i in enumerate(indices)]
+
     def quantize_bits(self, step: int) -> int | None:
         """The step decodes an n-bit quantized latent (a `quantize_prob` share of steps), else None."""
         draw = float(global_rand(1, self.config.seed, step, "quantize"))
@@ -494,11 +504,7 @@ class DiffusionStage(_Stage):
     def step(self, step: int) -> dict:
         cfg = self.config
         indices = self.local_indices(step)
-        batch = cfg.batch_size
-        offset = dist_utils.rank() * (batch // dist_utils.world_size())
-        keep = dist_utils.local_slice(global_rand(batch, cfg.seed, step, "dropout") >= cfg.condition_dropout)
-        captions = [self.dataset.caption(int(i), step * batch + offset + n) if keep[n] else ""
-                    for n, i in enumerate(indices)]
+        keep, captions = self.captions(step, indices)
         tokens = self.trainee.text.tokenize(captions).to(self.device)
         x0 = self.latents[indices].to(self.device)
         sigma = log_normal_sigmas(self.randn(step, (), "sigma"), cfg.p_mean, cfg.p_std)
