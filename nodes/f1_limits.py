@@ -39,6 +39,9 @@ def caption_length_error(node: str, name: str, text) -> str | None:
                              "a scene holds at most a few objects, so describe each once")
 
 
+LATENT_SCALE = 8  # image pixels per latent pixel for SD1.5, SDXL, FLUX and the /8 F.1; the budget counts image pixels
+
+
 def raise_if_over_budget(node: str, input_name: str, shape, scale: int = 1):
     """For tensors that arrive at run time: an IMAGE [B, H, W, C] (scale 1) or a latent [B, C, h, w]
     (scale = the VAE's downscale) over the pixel budget is refused before any work."""

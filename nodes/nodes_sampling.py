@@ -6,7 +6,6 @@ from . import f1_limits
 from .f1_inputs import declared_limits_error, raise_if_invalid
 from .f1_sampling import karras_sigmas_for, ksampler, run_guided
 
-LATENT_SCALE = 8  # image pixels per latent pixel for F.1, SD1.5, SDXL and FLUX; the budget counts image pixels
 
 
 def sampling_inputs() -> list:
@@ -63,8 +62,6 @@ class F1Sampler(io.ComfyNode):
         raise_if_invalid(cls.validate_inputs(steps, cfg, denoise))
         if denoise <= 0.0:
             return io.NodeOutput(latent_image)
-        f1_limits.raise_if_over_budget("F1Sampler", "latent_image", latent_image["samples"].shape,
-                                       LATENT_SCALE)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)

@@ -265,3 +265,18 @@ def test_validators_name_their_inputs_and_refuse_non_finite_values(nodes, model)
     patcher, conditioning = model
     with pytest.raises(ValueError, match="F1DynamicGuider: input 'scale_start'"):  # a value linked from another node
         guider_node(nodes, patcher, conditioning(1), conditioning(2), curve="constant", scale_start=math.nan)
+
+
+def test_adaptive_nodes_refuse_a_latent_over_the_pixel_budget_before_sampling(nodes, model, monkeypatch):
+    patcher, conditioning = model
+    latent = empty_latent()
+    side = latent["samples"].shape[-1] * 8
+    monkeypatch.setenv("F1_MAX_PIXELS", str(side * side - 1))   # one pixel short of the latent's image
+    with pytest.raises(ValueError, match="F1AdaptiveKSampler: input 'latent_image'.*F1_MAX_PIXELS"):
+        nodes.F1AdaptiveKSampler.execute(model=patcher, positive=conditioning(1), negative=conditioning(2),
+                                         latent_image=latent, seed=0, fidelity=0.5, min_steps=2, max_steps=4,
+                                         probe_steps=2, reuse_threshold=0.0)
+    guider = guider_node(nodes, patcher, conditioning(1), conditioning(2)).result[0]
+    with pytest.raises(ValueError, match="F1AdaptiveSigmas: input 'latent_image'"):
+        nodes.F1AdaptiveSigmas.execute(model=patcher, min_steps=2, max_steps=4, probe_steps=2, complexity=0.5,
+                                       prompt="", seed=0, guider=guider, latent_image=latent)
