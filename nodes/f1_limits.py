@@ -39,7 +39,10 @@ def caption_length_error(node: str, name: str, text) -> str | None:
                              "a scene holds at most a few objects, so describe each once")
 
 
-LATENT_SCALE = 8  # image pixels per latent pixel for SD1.5, SDXL, FLUX and the /8 F.1; the budget counts image pixels
+def latent_scale(model_patcher) -> int:
+    """Image pixels per latent pixel (the budget counts image pixels): the F.1 VAE's downscale (8 or 4), and 8
+    for SD1.5, SDXL and FLUX, whose formats in 0.3.75 do not say."""
+    return int(getattr(model_patcher.model.latent_format, "spacial_downscale_ratio", 8))
 
 
 def raise_if_over_budget(node: str, input_name: str, shape, scale: int = 1):

@@ -17,8 +17,9 @@ from ..f1core.models.unet import F1UNet
 class F1LatentFormat(comfy.latent_formats.LatentFormat):
     """Latents leave the F.1 VAE already normalised (unit variance), so the scale is 1."""
 
-    def __init__(self, latent_channels: int = 6, latent_rgb: dict | None = None):
+    def __init__(self, latent_channels: int = 6, latent_rgb: dict | None = None, downscale: int = 8):
         self.latent_channels = latent_channels
+        self.spacial_downscale_ratio = downscale  # the name later ComfyUI versions give this on every format
         if latent_rgb is not None:
             self.latent_rgb_factors = latent_rgb["factors"]
             self.latent_rgb_factors_bias = latent_rgb["bias"]
@@ -37,7 +38,7 @@ class F1ModelConfig(comfy.supported_models_base.BASE):
         s = f1_config.schedule
         self.sampling_settings = {"sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "sigma_data": s.sigma_data}
         super().__init__({"f1_unet": f1_config.unet, "in_channels": f1_config.unet.in_channels})
-        self.latent_format = F1LatentFormat(f1_config.unet.in_channels, latent_rgb)
+        self.latent_format = F1LatentFormat(f1_config.unet.in_channels, latent_rgb, f1_config.vae.downscale)
 
     def inpaint_model(self):
         return False  # six latent channels are F.1's own, not an inpainting concat

@@ -80,7 +80,7 @@ def run_guided(node: str, guider, sampler, sigmas, latent: dict, seed: int) -> d
     """SamplerCustomAdvanced's path: seeded noise, masks, previews, progress and interrupt as in core."""
     model = guider.model_patcher
     samples = checked_latent(node, model, latent)
-    f1_limits.raise_if_over_budget(node, "latent_image", samples.shape, f1_limits.LATENT_SCALE)
+    f1_limits.raise_if_over_budget(node, "latent_image", samples.shape, f1_limits.latent_scale(model))
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
     out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=latent.get("noise_mask"), callback=callback,

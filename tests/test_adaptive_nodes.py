@@ -270,7 +270,7 @@ def test_validators_name_their_inputs_and_refuse_non_finite_values(nodes, model)
 def test_adaptive_nodes_refuse_a_latent_over_the_pixel_budget_before_sampling(nodes, model, monkeypatch):
     patcher, conditioning = model
     latent = empty_latent()
-    side = latent["samples"].shape[-1] * 8
+    side = latent["samples"].shape[-1] * 8   # the tiny F.1 is /8, like SD1.5
     monkeypatch.setenv("F1_MAX_PIXELS", str(side * side - 1))   # one pixel short of the latent's image
     with pytest.raises(ValueError, match="F1AdaptiveKSampler: input 'latent_image'.*F1_MAX_PIXELS"):
         nodes.F1AdaptiveKSampler.execute(model=patcher, positive=conditioning(1), negative=conditioning(2),

@@ -95,3 +95,11 @@ def test_loader_builds_the_unet_once_inside_core_model(comfy, f1_model, tmp_path
     assert checkpoint.unet is core_unet
     for key, value in unet.state_dict().items():
         assert torch.equal(core_unet.state_dict()[key], value), key
+
+
+def test_latent_format_carries_the_vae_downscale_for_the_pixel_budget(comfy):
+    from f1core.config import scenes_x4, tiny
+    f1_limits = import_pack("nodes.f1_limits")
+    for config, scale in ((tiny(), 8), (scenes_x4(), 4)):
+        patcher = import_pack("nodes.f1_model").empty_model_patcher(config)
+        assert f1_limits.latent_scale(patcher) == scale
