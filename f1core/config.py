@@ -130,7 +130,8 @@ class F1Config:
         agreements = (("unet.in_channels", self.unet.in_channels, "vae.latent_channels", self.vae.latent_channels),
                       ("unet.context_dim", self.unet.context_dim, "text.adapter.context_dim",
                        self.text.adapter.context_dim),
-                      ("unet.pooled_dim", self.unet.pooled_dim, "text.adapter.pooled_dim", self.text.adapter.pooled_dim))
+                      ("unet.pooled_dim", self.unet.pooled_dim, "text.adapter.pooled_dim",
+                       self.text.adapter.pooled_dim))
         for name, value, source, expected in agreements:
             if value != expected:
                 raise ValueError(f"F1Config.{name} is {value} but {source} is {expected}; the parts must agree: "

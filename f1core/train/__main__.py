@@ -9,7 +9,8 @@
     python -m f1core.train control_edges RUN_DIR --steps 4000   (a ControlNet; RUN_DIR from init --from MODEL)
     python -m f1core.train export-control RUN_DIR control_edges OUT.safetensors
 
---data is `scenes` or `scenes:N` (the scene engine's train split, or N specs drawn per category with paraphrased captions and long-tail oversampling) or a
+--data is `scenes` or `scenes:N` (the scene engine's train split, or N specs drawn per category, with
+paraphrased captions and long-tail oversampling) or a
 folder of images with same-stem .txt captions. Scale out with `torchrun --nproc_per_node N -m f1core.train ...`.
 Ctrl-C or SIGTERM saves the state after the current step; running the same command again continues it.
 """

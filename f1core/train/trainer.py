@@ -3,8 +3,8 @@
 A run directory holds everything a later session needs to continue:
     base.safetensors   config, vocabularies and the random init every stage starts from
     vae.pt, diffusion.pt, decoder.pt  per-stage state: weights, EMA, optimizers, step, RNG, training CPU
-                       seconds (torch.save, read weights_only). The optional decoder stage fine-tunes the VAE decoder alone on the
-                       frozen encoder's latents, so it sharpens images without moving the U-Net's latent space.
+                       seconds (torch.save, read weights_only). The optional decoder stage fine-tunes the VAE
+                       decoder alone on the frozen encoder's latents, so it sharpens images without moving the U-Net's latent space.
     latents.pt         the diffusion stage's pool of encoded latents (reused while the VAE and data match)
     log.jsonl, loss.png   averaged losses per `log_every` steps and their plot
     curve.png          with `curve_every`: the judge on a fixed val subset against samples and CPU-hours (curve.py)
@@ -371,7 +371,14 @@ class _Stage:
         return float(loss.detach())
 
 
-class VAEStage(_Stage):
+class _VAEScored(_Stage):
+    """Stages whose trainee holds the VAE: their curve scores its reconstructions."""
+
+    def score(self, curve: ValCurve) -> dict:
+        return curve.score_vae(self.ema.averaged(self.trainee).vae)
+
+
+class VAEStage(_VAEScored):
     name = "vae"
 
     def __init__(self, run_dir, dataset, config, device):
@@ -401,9 +408,6 @@ class VAEStage(_Stage):
             logs["discriminator_loss"] = self.discriminator_step(images, recon)
         return {"loss": float(loss.detach()), "kl_loss": float(kl.detach()), **logs}
 
-    def score(self, curve: ValCurve) -> dict:
-        return curve.score_vae(self.ema.averaged(self.trainee).vae)
-
 
 def _reconstruction_loss(recon: torch.Tensor, images: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """L1 + MSE + the light structure (perceptual) term, and their logs with the batch's PSNR."""
@@ -429,7 +433,7 @@ def _trained_vae(run_dir: Path, base):
     return vae, False
 
 
-class DecoderStage(_Stage):
+class DecoderStage(_VAEScored):
     """Fine-tunes the decoder on the frozen encoder's latents, without the adversarial term (it cost PSNR)."""
     name = "decoder"
 
@@ -445,9 +449,6 @@ class DecoderStage(_Stage):
         loss, logs = _reconstruction_loss(recon, images, cfg)
         self.optimise(step, loss)
         return {"loss": float(loss.detach()), **logs}
-
-    def score(self, curve: ValCurve) -> dict:
-        return curve.score_vae(self.ema.averaged(self.trainee).vae)
 
 
 class DiffusionStage(_Stage):
