@@ -4,7 +4,7 @@ level, so every core guidance hook (calc-cond-batch, pre-CFG such as APG, cfg an
 applies exactly as under core's own CFGGuider."""
 import comfy.samplers
 
-from ..f1core import guidance
+from ..f1core import guidance, plot
 
 
 def sigma_range(model) -> tuple[float, float]:
@@ -48,6 +48,13 @@ class DynamicCFGGuider(comfy.samplers.CFGGuider):
         positive = self.conds.get(phase) or self.conds.get("positive")
         return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative"), positive,
                                                 self.scale_at(sigma), model_options=model_options, seed=seed)
+
+    def curve_image(self, points: int = 200):
+        """The scale over the model's sigma range, phases shaded, as an IMAGE."""
+        sigmas = [guidance.sigma_at(i / (points - 1), self.sigma_min, self.sigma_max) for i in range(points)]
+        title = (f"dynamic guidance ({self.curve.kind}), strength {self.strengths[0]:g} structure / "
+                 f"{self.strengths[1]:g} texture")
+        return plot.guidance_plot(sigmas, [self.scale_at(s) for s in sigmas], self.switch_sigma, title)
 
     def describe(self) -> str:
         probes = [self.sigma_max, guidance.sigma_at(0.25, self.sigma_min, self.sigma_max), self.switch_sigma,

@@ -1,5 +1,5 @@
 """SAMPLER and sampling glue: f1core's samplers as core SAMPLERs, SamplerCustomAdvanced's path for one-node
-samplers (`run_guided`), and the adaptive schedule's probe and step choice over a MODEL's sigma range."""
+samplers (`run_guided`), and the adaptive schedule's probe, step choice and plot over a MODEL's sigma range."""
 import logging
 import math
 
@@ -9,7 +9,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..f1core import guidance, sampling, schedules
+from ..f1core import guidance, plot, sampling, schedules
 from . import f1_limits
 from .f1_guider import sigma_range
 
@@ -104,7 +104,7 @@ def probe_complexity(node: str, guider, latent: dict, seed: int, probe_steps: in
 
 
 def choose_sigmas(node: str, model, min_steps: int, max_steps: int, complexity, prompt: str, source: str):
-    """adaptive_sigmas over the model's range, with the reason as one log / UI line."""
+    """adaptive_sigmas over the model's range: (sigmas, ScheduleDecision, the reason as one log / UI line)."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"{node}: inputs 'min_steps' ({min_steps}) and 'max_steps' ({max_steps}) need "
                          "1 <= min_steps <= max_steps; raise max_steps")
@@ -114,4 +114,13 @@ def choose_sigmas(node: str, model, min_steps: int, max_steps: int, complexity, 
                                                  prompt=prompt_score)
     summary = f"{decision.summary()}; image complexity {source}"
     logger.info("%s: %s", node, summary)
-    return sigmas, summary
+    return sigmas, decision, summary
+
+
+def schedule_image(sigmas, decision: schedules.ScheduleDecision):
+    """The chosen noise levels beside a plain Karras schedule (rho 7) of the same length, as an IMAGE."""
+    plain = schedules.karras_sigmas(decision.steps, decision.sigma_min, decision.sigma_max)
+    title = (f"adaptive schedule: {decision.steps} steps (range {decision.min_steps}-{decision.max_steps}), "
+             f"complexity {decision.complexity:.2f}")
+    return plot.schedule_plot({f"this schedule (rho {decision.rho:.2f})": sigmas.tolist(),
+                               "plain Karras (rho 7)": plain.tolist()}, title)

@@ -5,12 +5,12 @@ Only the nodes live here: the curve maths in f1core.guidance, the GUIDER in f1_g
 and schedule glue in f1_sampling."""
 import logging
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..f1core import guidance, sampling
 from .f1_guider import DynamicCFGGuider
 from .f1_inputs import declared_limits_error, raise_if_invalid
-from .f1_sampling import choose_sigmas, make_sampler, probe_complexity, run_guided
+from .f1_sampling import choose_sigmas, make_sampler, probe_complexity, run_guided, schedule_image
 from .nodes_sampling import sampling_inputs
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,13 @@ class F1AdaptiveSigmas(io.ComfyNode):
                 io.Latent.Input("latent_image", optional=True,
                                 tooltip="Optional, with guider: the run's starting latent, for the preview."),
             ],
-            outputs=[io.Sigmas.Output(tooltip="The noise levels, for SamplerCustomAdvanced's sigmas input.")],
+            outputs=[
+                io.Sigmas.Output(tooltip="The noise levels, for SamplerCustomAdvanced's sigmas input."),
+                # appended in 0.2.0: the sigmas keep slot 0, so saved workflows still connect
+                io.Image.Output(display_name="plot", tooltip="A chart of the noise levels per step beside a plain "
+                                                             "Karras schedule of the same length; also previewed "
+                                                             "on the node."),
+            ],
         )
 
     @classmethod
@@ -124,8 +130,10 @@ class F1AdaptiveSigmas(io.ComfyNode):
         if guider is not None:
             complexity, probe_sigma = probe_complexity("F1AdaptiveSigmas", guider, latent_image, seed, probe_steps)
             source = f"measured on a {probe_steps}-call preview at sigma {probe_sigma:.3g}"
-        sigmas, summary = choose_sigmas("F1AdaptiveSigmas", model, min_steps, max_steps, complexity, prompt, source)
-        return io.NodeOutput(sigmas, ui={"text": [summary]})
+        sigmas, decision, summary = choose_sigmas("F1AdaptiveSigmas", model, min_steps, max_steps, complexity,
+                                                  prompt, source)
+        chart = schedule_image(sigmas, decision)
+        return io.NodeOutput(sigmas, chart, ui={"text": [summary], **ui.PreviewImage(chart, cls=cls).as_dict()})
 
 
 def _curve_inputs():
@@ -177,8 +185,13 @@ class F1DynamicGuider(io.ComfyNode):
                                       tooltip="Optional prompt used instead of positive in the texture (low noise) "
                                               "phase: surface and detail."),
             ],
-            outputs=[io.Guider.Output(tooltip="For SamplerCustomAdvanced's guider input, or F1AdaptiveSigmas' "
-                                              "probe.")],
+            outputs=[
+                io.Guider.Output(tooltip="For SamplerCustomAdvanced's guider input, or F1AdaptiveSigmas' probe."),
+                # appended in 0.2.0: the guider keeps slot 0, so saved workflows still connect
+                io.Image.Output(display_name="plot", tooltip="A chart of the guidance scale over the model's noise "
+                                                             "levels, structure and texture phases shaded; also "
+                                                             "previewed on the node."),
+            ],
         )
 
     @classmethod
@@ -206,7 +219,8 @@ class F1DynamicGuider(io.ComfyNode):
         guider.set_conds(positive, negative, structure_positive, texture_positive)
         summary = guider.describe()
         logger.info("F1DynamicGuider: %s", summary)
-        return io.NodeOutput(guider, ui={"text": [summary]})
+        chart = guider.curve_image()
+        return io.NodeOutput(guider, chart, ui={"text": [summary], **ui.PreviewImage(chart, cls=cls).as_dict()})
 
 
 class F1AdaptiveKSampler(io.ComfyNode):
@@ -246,8 +260,8 @@ class F1AdaptiveKSampler(io.ComfyNode):
         guider = DynamicCFGGuider(model, guidance.fidelity_to_curve(fidelity))
         guider.set_conds(positive, negative)
         complexity, probe_sigma = probe_complexity(node, guider, latent_image, seed, probe_steps)
-        sigmas, summary = choose_sigmas(node, model, min_steps, max_steps, complexity, prompt,
-                                        f"measured on a {probe_steps}-call preview at sigma {probe_sigma:.3g}")
+        sigmas, _, summary = choose_sigmas(node, model, min_steps, max_steps, complexity, prompt,
+                                           f"measured on a {probe_steps}-call preview at sigma {probe_sigma:.3g}")
         stats = {}
         sampler = make_sampler("dpmpp_2m", reuse_threshold, stats)
         out = run_guided(node, guider, sampler, sigmas, latent_image, seed)

@@ -215,6 +215,35 @@ def test_complexity_input_sets_the_step_count_without_a_probe(nodes, model):
     assert float(sigmas[-2]) == pytest.approx(sigma_min, rel=1e-4)
 
 
+def _is_chart(image) -> bool:
+    """A drawn chart, not a blank or constant frame: IMAGE [1, H, W, 3] in [0, 1] with a light background, dark
+    text and axes, and coloured lines."""
+    assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3 and image.shape[1] >= 200, image.shape
+    assert image.dtype == torch.float32 and 0 <= float(image.min()) and float(image.max()) <= 1
+    pixels = image[0].reshape(-1, 3)
+    light = (pixels > 0.85).all(-1).float().mean()
+    dark = (pixels < 0.3).all(-1).float().mean()
+    coloured = (pixels.max(-1).values - pixels.min(-1).values > 0.3).float().mean()
+    return bool(0.5 < light < 0.99 and dark > 0.002 and coloured > 0.002)
+
+
+def test_schedule_and_guidance_plots_are_real_charts_that_follow_the_settings(nodes, model):
+    patcher, conditioning = model
+    short, long = (nodes.F1AdaptiveSigmas.execute(patcher, 4, 24, 2, c, "", 0) for c in (0.0, 1.0))
+    for output in (short, long):
+        assert len(output.result) == 2 and output.result[0].ndim == 1  # the sigmas keep slot 0
+        assert _is_chart(output.result[1])
+        assert output.ui["images"] and output.ui["text"]  # previewed on the node beside the reason
+    assert not torch.equal(short.result[1], long.result[1])
+
+    loose, strict = (guider_node(nodes, patcher, conditioning(1), conditioning(2), fidelity=f) for f in (0.1, 0.9))
+    for output in (loose, strict):
+        assert len(output.result) == 2 and hasattr(output.result[0], "sample")  # the GUIDER keeps slot 0
+        assert _is_chart(output.result[1])
+        assert output.ui["images"] and "dynamic guidance" in output.ui["text"][0]
+    assert not torch.equal(loose.result[1], strict.result[1])
+
+
 def test_adaptive_sampler_reports_progress_over_the_whole_bar(comfy, nodes, model):
     patcher, conditioning = model
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 10)

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from ..plot import figure
+
 
 def append_jsonl(path, record: dict):
     with open(path, "a", encoding="utf-8") as f:
@@ -47,12 +49,7 @@ def loss_series(records: list[dict], keys: list[str] | None = None) -> dict[str,
 def plot_losses(records: list[dict], path, keys: list[str] | None = None, size=(900, 500)) -> Path:
     """One panel, log y axis, a smoothed line per stage and loss key (keys ending in 'loss'); the legend, with
     each line's last value, sits beside the panel so it never covers a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dpi = 100
-    fig, ax = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    fig, ax = figure(size)
     for key, points in loss_series(records, keys).items():
         steps = [s for s, _ in points]
         values = [10 ** v for _, v in points]
@@ -66,5 +63,4 @@ def plot_losses(records: list[dict], path, keys: list[str] | None = None, size=(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
