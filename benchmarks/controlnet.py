@@ -32,7 +32,8 @@ from f1core.diffusion import F1Denoiser, edm_coefficients, sigma_to_timestep  # 
 from f1core.hints import scene_hint  # noqa: E402
 from f1core.train.control_stage import OPTIONS_NAME  # noqa: E402
 from f1core.train.data import SceneDataset  # noqa: E402
-from f1core.train.trainer import TrainConfig, create_run_from_checkpoint, load_state, train  # noqa: E402
+from f1core.train.trainer import (TrainConfig, create_run_from_checkpoint, load_state, train,  # noqa: E402
+                                  trainee_parts)
 
 DESIGNS = {"xs": {"reads_latent": True}, "adapter": {"reads_latent": False},
            "xs_no_attention": {"reads_latent": True, "attention": False},
@@ -83,7 +84,7 @@ def design(args):
             cpu = time.process_time() - cpu
             state = load_state(run, "control_edges")
             control = F1ControlNet(ControlConfig.from_json(state["control_config"]))
-            control.load_state_dict({k[len("control."):]: v for k, v in state["trainee"].items()})
+            control.load_state_dict(trainee_parts(state["trainee"])["control"])
             errors = denoising_error(model, control.eval(), val, "edges", args.val_scenes)
             params = parameter_count(control)
             gain = {s: 1 - c / p for s, (p, c) in errors.items()}

@@ -2,6 +2,8 @@
 with the config, the tokenizer vocabularies and the preview factors as strings in its metadata.
 
 A file holding a single part is accepted too. Only safetensors are ever read; pickle never is.
+`split_parts` / `join_parts` are the one place a part's key prefix is stripped or added: the loader reads files
+through them, and the trainer's export maps its trainees' state dicts to parts through them too.
 """
 from __future__ import annotations
 
@@ -21,8 +23,28 @@ FORMAT = "f1.checkpoint/1"
 PARTS = ("unet", "vae", "text")
 
 
+FILE_PREFIXES = {name: f"{name}." for name in PARTS}   # where each part's keys sit in a checkpoint file
+
+
 class CheckpointError(ValueError):
     pass
+
+
+def split_parts(state: dict, prefixes: dict[str, str] = FILE_PREFIXES) -> dict[str, dict]:
+    """{part: {key inside the part: value}} from a flat state dict, for each part of `prefixes` (part -> the
+    prefix its keys start with; by default a checkpoint file's). Keys under no prefix belong to no part."""
+    out = {part: {} for part in prefixes}
+    for key, value in state.items():
+        for part, prefix in prefixes.items():
+            if key.startswith(prefix):
+                out[part][key[len(prefix):]] = value
+                break
+    return out
+
+
+def join_parts(parts: dict[str, dict], prefixes: dict[str, str] = FILE_PREFIXES) -> dict:
+    """The inverse of `split_parts`: one flat state dict from {part: state dict}."""
+    return {prefixes[part] + key: value for part, state in parts.items() for key, value in state.items()}
 
 
 @dataclass
@@ -44,10 +66,8 @@ def save_checkpoint(path, config: F1Config, *, unet=None, vae=None, text=None, l
     parts = [name for name in PARTS if modules[name] is not None]
     if not parts:
         raise CheckpointError("save_checkpoint: pass at least one of unet=, vae=, text=")
-    tensors = {}
-    for name in parts:
-        for key, value in modules[name].state_dict().items():
-            tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
+    tensors = join_parts({name: {key: value.detach().contiguous().cpu() for key, value in
+                                 modules[name].state_dict().items()} for name in parts})
     metadata = {"f1.format": FORMAT, "f1.config": config.to_json(), "f1.parts": ",".join(parts)}
     if text is not None:
         metadata.update(tokenizer_metadata(text))
@@ -192,16 +212,13 @@ def _checked_path(path) -> Path:
 
 def _read_shapes(path: Path, parts) -> dict[str, dict[str, tuple]]:
     """{part: {key: shape}} from the file header alone; no tensor data is read."""
-    shapes = {p: {} for p in parts}
     try:
         with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                prefix, _, rest = key.partition(".")
-                if prefix in shapes:
-                    shapes[prefix][rest] = tuple(f.get_slice(key).get_shape())
+            keys = split_parts({key: key for key in f.keys()}, {p: FILE_PREFIXES[p] for p in parts})
+            return {part: {key: tuple(f.get_slice(name).get_shape()) for key, name in held.items()}
+                    for part, held in keys.items()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path.name}: tensor data is corrupt or truncated ({e})") from e
-    return shapes
 
 
 def _load_tensors(module: torch.nn.Module, path: Path, part: str):
@@ -210,8 +227,9 @@ def _load_tensors(module: torch.nn.Module, path: Path, part: str):
     targets = module.state_dict()  # shares storage with the parameters and buffers
     try:
         with safe_open(str(path), framework="pt") as f, torch.no_grad():
+            names = split_parts({key: key for key in f.keys()}, {part: FILE_PREFIXES[part]})[part]
             for key, target in targets.items():
-                target.copy_(f.get_tensor(f"{part}.{key}"))
+                target.copy_(f.get_tensor(names[key]))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path.name}: tensor data is corrupt or truncated ({e})") from e
 

@@ -20,7 +20,7 @@ from ..diffusion import F1Denoiser, sigma_to_timestep, edm_coefficients
 from ..hints import scene_hint
 from . import distributed as dist_utils
 from .losses import edm_loss_weight, log_normal_sigmas
-from .trainer import BASE_NAME, INIT_FROM_KEY, _load_base, _seeded, _Stage, load_state
+from .trainer import BASE_NAME, INIT_FROM_KEY, _seeded, _Stage, load_state, trainee_parts
 
 CONTROL_STAGES = {"control_edges": "edges", "control_depth": "depth", "control_layout": "layout"}
 OPTIONS_NAME = "control_options.json"
@@ -58,27 +58,27 @@ class ControlStage(_Stage):
     def __init__(self, run_dir, dataset, config, device):
         self.name = config.stage
         self.condition = CONTROL_STAGES[config.stage]
-        super().__init__(run_dir, dataset, config, device)
         if not hasattr(dataset, "render"):
             raise ValueError("--data: the ControlNet stage trains on the scene engine's hints; use --data scenes")
-        base = _load_base(run_dir)
-        if INIT_FROM_KEY not in base.metadata or load_state(run_dir, "diffusion") is not None:
-            raise ValueError(f"run_dir: {run_dir} is not a run started from a trained model; a ControlNet is trained "
-                             "for one fixed model: `python -m f1core.train init RUN --from MODEL.safetensors`")
-        state = load_state(run_dir, self.name)
+        self._latents: dict[int, torch.Tensor] = {}
+        self._hints: dict[int, torch.Tensor] = {}
+        super().__init__(run_dir, dataset, config, device)
+
+    def build(self, base, state):
+        if INIT_FROM_KEY not in base.metadata or load_state(self.run_dir, "diffusion") is not None:
+            raise ValueError(f"run_dir: {self.run_dir} is not a run started from a trained model; a ControlNet is "
+                             "trained for one fixed model: `python -m f1core.train init RUN --from MODEL.safetensors`")
         if state is not None:
             control_config = ControlConfig.from_json(state["control_config"])
         else:
-            control_config = control_config_for(base.config, self.condition, **control_options(run_dir))
-        self.vae = base.vae.eval().requires_grad_(False).to(device)
-        denoiser = F1Denoiser(base.unet, base.config.schedule).to(device)
-        with _seeded(config.seed):
+            control_config = control_config_for(base.config, self.condition, **control_options(self.run_dir))
+        self.vae = base.vae.eval().requires_grad_(False).to(self.device)
+        denoiser = F1Denoiser(base.unet, base.config.schedule).to(self.device)
+        with _seeded(self.config.seed):
             control = F1ControlNet(control_config)
         self.share = parameter_count(control) / parameter_count(base.unet)
-        self._latents: dict[int, torch.Tensor] = {}
-        self._hints: dict[int, torch.Tensor] = {}
-        self._finish_init(ControlTrainee(control, denoiser, base.text.to(device)), None,
-                          {"control_config": control_config.to_json()})
+        return (ControlTrainee(control, denoiser, base.text.to(self.device)), None,
+                {"control_config": control_config.to_json()})
 
     def _item(self, index: int):
         """(latent, hint) of a dataset item, rendered and encoded once (hints kept as uint8)."""
@@ -117,7 +117,7 @@ def export_control(run_dir, stage: str, out_path) -> Path:
     if state is None:
         raise ValueError(f"run_dir: {run_dir} has no {stage}.pt; train the '{stage}' stage before exporting it")
     control = F1ControlNet(ControlConfig.from_json(state["control_config"]))
-    control.load_state_dict({k[len("control."):]: v for k, v in state["ema"].items()})
+    control.load_state_dict(trainee_parts(state["ema"])["control"])
     base = read_metadata(run_dir / BASE_NAME)
     return save_control(out_path, control, {
         "f1.description": f"F.1 ControlNet ({CONTROL_STAGES[stage]}), {state['step']} steps (EMA weights)",

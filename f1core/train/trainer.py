@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import VOCAB_KEYS, build_part, load_checkpoint, read_metadata, save_checkpoint
+from ..checkpoint import VOCAB_KEYS, build_part, load_checkpoint, read_metadata, save_checkpoint, split_parts
 from ..config import F1Config
 from ..diffusion import F1Denoiser
 from ..preview import fit_latent_rgb
@@ -50,6 +50,9 @@ LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
 VAE_FROM_KEY = "f1.vae_from"     # base metadata of a run whose VAE comes from a VAE checkpoint (export_vae)
 CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
+# Where each checkpoint part sits in a trainee's state dict (and so in its EMA): the trainees' attribute names,
+# named here only, so export and the stages that read another stage's weights go through `trainee_parts`.
+TRAINEE_PARTS = {"unet": "denoiser.unet.", "text": "text.", "vae": "vae.", "control": "control."}
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,12 @@ def load_state(run_dir, stage: str) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
+def trainee_parts(state: dict) -> dict[str, dict]:
+    """A trainee's (or its EMA's) state dict as {checkpoint part: that part's state dict}; training-only
+    modules (embedders, heads) belong to no part and are left out."""
+    return split_parts(state, TRAINEE_PARTS)
+
+
 # --- trainees: the modules DDP wraps, each forward computing its stage's losses ----------------------------------
 class VAETrainee(nn.Module):
     def __init__(self, vae):
@@ -261,7 +270,9 @@ def _lr_factor(config: TrainConfig, step: int) -> float:
 
 
 class _Stage:
-    """Per-stage state and one optimisation step; subclasses fill `trainee`, `discriminator` and `step`."""
+    """Per-stage state and one optimisation step. Initialisation happens here, once: the run's base and the
+    stage's saved state are read, the subclass's `build` makes its modules from them, and the optimisers, EMA
+    and resume follow. Subclasses define `build`, `step` and `score`."""
     name: str
 
     def __init__(self, run_dir: Path, dataset, config: TrainConfig, device):
@@ -270,11 +281,10 @@ class _Stage:
             raise ValueError(f"batch_size: {config.batch_size} must divide by the number of processes "
                              f"({dist_utils.world_size()})")
         self.weights = dataset.sample_weights()
-
-    def _finish_init(self, trainee: nn.Module, discriminator: nn.Module | None, extra: dict):
+        state = load_state(self.run_dir, self.name)
+        trainee, discriminator, self.extra = self.build(_load_base(run_dir), state)
         self.trainee = trainee.to(self.device)
         self.discriminator = discriminator.to(self.device) if discriminator is not None else None
-        self.extra = extra
         trainable = [p for p in self.trainee.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr, betas=(0.9, 0.99),
                                            eps=self.config.adam_eps, weight_decay=0.0)
@@ -285,7 +295,6 @@ class _Stage:
         self.ema = EMA(self.trainee, self.config.ema_decay)
         self.start = 0
         self.cpu_seconds = 0.0   # training time of rank 0's process, scoring excluded
-        state = load_state(self.run_dir, self.name)
         if state is not None:
             self.trainee.load_state_dict(state["trainee"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -298,6 +307,11 @@ class _Stage:
             self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.trainee_ddp = _wrap(self.trainee, self.device)
         self.discriminator_ddp = _wrap(self.discriminator, self.device) if self.discriminator is not None else None
+
+    def build(self, base, state: dict | None) -> tuple[nn.Module, nn.Module | None, dict]:
+        """(trainee, discriminator or None, extra entries saved with the state) from the run's base checkpoint
+        and the stage's saved state (None on a first start)."""
+        raise NotImplementedError
 
     def cpu_hours(self) -> float:
         """Training CPU-hours of the stage over all its runs, every rank counted (ranks do equal work)."""
@@ -381,13 +395,11 @@ class _VAEScored(_Stage):
 class VAEStage(_VAEScored):
     name = "vae"
 
-    def __init__(self, run_dir, dataset, config, device):
-        super().__init__(run_dir, dataset, config, device)
-        base = _load_base(run_dir)
+    def build(self, base, state):
         self.vae_config = base.config.vae
-        with _seeded(config.seed):
+        with _seeded(self.config.seed):
             discriminator = PatchDiscriminator(self.vae_config.image_channels)
-        self._finish_init(VAETrainee(base.vae.train()), discriminator, {})
+        return VAETrainee(base.vae.train()), discriminator, {}
 
     def step(self, step: int) -> dict:
         cfg, vc = self.config, self.vae_config
@@ -429,7 +441,7 @@ def _trained_vae(run_dir: Path, base):
     if vae_state is None:
         raise ValueError(f"run_dir: {run_dir} has no trained VAE (vae.pt); run the 'vae' stage first")
     vae = base.vae
-    vae.load_state_dict({k[len("vae."):]: v for k, v in vae_state["ema"].items()})
+    vae.load_state_dict(trainee_parts(vae_state["ema"])["vae"])
     return vae, False
 
 
@@ -437,10 +449,8 @@ class DecoderStage(_VAEScored):
     """Fine-tunes the decoder on the frozen encoder's latents, without the adversarial term (it cost PSNR)."""
     name = "decoder"
 
-    def __init__(self, run_dir, dataset, config, device):
-        super().__init__(run_dir, dataset, config, device)
-        base = _load_base(run_dir)
-        self._finish_init(DecoderTrainee(_trained_vae(run_dir, base)[0].train()), None, {})
+    def build(self, base, state):
+        return DecoderTrainee(_trained_vae(self.run_dir, base)[0].train()), None, {}
 
     def step(self, step: int) -> dict:
         cfg = self.config
@@ -454,30 +464,26 @@ class DecoderStage(_VAEScored):
 class DiffusionStage(_Stage):
     name = "diffusion"
 
-    def __init__(self, run_dir, dataset, config, device):
-        super().__init__(run_dir, dataset, config, device)
-        base = _load_base(run_dir)
+    def build(self, base, state):
         self.f1_config = base.config
-        state = load_state(run_dir, self.name)
         vae = base.vae
         if state is not None:
             vae.load_state_dict(state["vae"])
             latent_rgb = json.loads(state["latent_rgb"])
         else:
-            vae, from_checkpoint = _trained_vae(run_dir, base)
-            count = min(len(dataset), config.latent_stat_images)
-            images = torch.stack([dataset.image(i) for i in range(count)])
+            vae, from_checkpoint = _trained_vae(self.run_dir, base)
+            count = min(len(self.dataset), self.config.latent_stat_images)
+            images = torch.stack([self.dataset.image(i) for i in range(count)])
             if not from_checkpoint:  # a checkpoint's U-Net was trained on its VAE's latent statistics: keep them
                 vae.fit_latent_stats(images)
             latent_rgb = base.latent_rgb if from_checkpoint and base.latent_rgb else fit_latent_rgb(vae, images)
-        self.vae = vae.eval().requires_grad_(False).to(device)
+        self.vae = vae.eval().requires_grad_(False).to(self.device)
         self.latents = self._cached_latents()
-        with _seeded(config.seed):
+        with _seeded(self.config.seed):
             trainee = DiffusionTrainee(base.config, base.unet.train(), base.text.train())
             discriminator = PatchDiscriminator(base.config.unet.in_channels, width=64, layers=2)
-        self._finish_init(trainee, discriminator,
-                          {"vae": {k: v.cpu() for k, v in self.vae.state_dict().items()},
-                           "latent_rgb": json.dumps(latent_rgb)})
+        return trainee, discriminator, {"vae": {k: v.cpu() for k, v in self.vae.state_dict().items()},
+                                        "latent_rgb": json.dumps(latent_rgb)}
 
     def _cached_latents(self) -> torch.Tensor:
         """Posterior-mean latents of every dataset image, encoded once by the frozen VAE and kept in
@@ -639,12 +645,10 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
         raise ValueError(f"run_dir: {run_dir} has no diffusion.pt; train the 'diffusion' stage before exporting")
     base_metadata = read_metadata(run_dir / BASE_NAME)
     config = F1Config.from_json(base_metadata["f1.config"])
-    parts = {}
-    for name, prefix in (("unet", "denoiser.unet."), ("text", "text.")):
-        module = build_part(name, config, base_metadata)
-        module.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
-        parts[name] = module
-    parts["vae"] = build_part("vae", config)
+    ema = trainee_parts(state["ema"])
+    parts = {name: build_part(name, config, base_metadata) for name in ("unet", "text", "vae")}
+    for name in ("unet", "text"):
+        parts[name].load_state_dict(ema[name])
     parts["vae"].load_state_dict(state["vae"])
     # a run started from a checkpoint continues its step count and says where it started
     step = int(base_metadata.get("f1.train_step", 0)) + int(state["step"])
@@ -655,13 +659,22 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
         metadata["f1.decoder_step"] = base_metadata["f1.decoder_step"]
     decoder_state = load_state(run_dir, "decoder")
     if decoder_state is not None:
-        weights = decoder_state["ema"]
-        for key, value in parts["vae"].encoder.state_dict().items():  # the frozen encoder is in the raw weights
-            if not torch.equal(decoder_state["trainee"][f"vae.encoder.{key}"].to(value.dtype), value):
-                raise ValueError(f"run_dir: {run_dir}/decoder.pt was tuned on another encoder than the diffusion "
-                                 f"stage's; rerun the decoder stage")
-        prefix = "vae.decoder."
-        parts["vae"].decoder.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        parts["vae"].load_state_dict(_decoder_tuned(parts["vae"], decoder_state, run_dir))
         metadata["f1.decoder_step"] = str(decoder_state["step"])
     return save_checkpoint(out_path, config, **parts, latent_rgb=json.loads(state["latent_rgb"]),
                            extra_metadata=metadata)
+
+
+def _decoder_tuned(vae, decoder_state: dict, run_dir: Path) -> dict:
+    """`vae`'s state with the decoder stage's EMA parameters in place: the parameters that stage trained are the
+    ones its EMA holds; the frozen rest (the encoder) must be the diffusion stage's, and the buffers (latent
+    statistics) stay the diffusion stage's, which fitted them."""
+    tuned, raw = (trainee_parts(decoder_state[key])["vae"] for key in ("ema", "trainee"))
+    out = vae.state_dict()
+    for key, _ in vae.named_parameters():
+        if key in tuned:
+            out[key] = tuned[key]
+        elif not torch.equal(raw[key].to(out[key].dtype), out[key]):
+            raise ValueError(f"run_dir: {run_dir}/decoder.pt was tuned on another encoder than the diffusion "
+                             f"stage's; rerun the decoder stage")
+    return out
