@@ -1,15 +1,17 @@
 """Regional prompts (issue 12), side by side in one run on one model:
 
-    python benchmarks/regional.py [--model NAME] [--limit N] [--steps 20]
+    python benchmarks/regional.py [--model NAME] [--scenes N] [--steps 20]
 
-Scenes: the test split's two_objects, position and colour_attribution specs (the first --limit of each).
+Scenes: the test split's two_objects, position and colour_attribution specs (the first --scenes of each).
 Masks, two sources per scene: the scene engine's ground-truth instance masks (render_scene of the spec; the
 instances of one object merged) and F1LayoutFromPrompt's masks of its caption. Conditions, same seed and noise:
 
 - none: the caption alone;
 - core_mask: core's ConditioningSetMask (latent composition): each object's phrase under its mask, the caption
   under the uncovered rest, combined (a model pass per prompt and step);
-- f1_regions: F1Region + F1ApplyRegions (cross-attention, one pass), the caption as the base prompt.
+- f1_regions: F1Region + F1ApplyRegions (cross-attention, one pass), the caption as the base prompt;
+- f1_decoupled: F1DecoupledTextEncode + F1ApplyRegions: each entity encoded on its own under its mask, style
+  words only in the default style blocks, the layout prompt (no attributes) as the base.
 
 All run in-process through core's sampler (dpmpp_2m, Karras, cfg 4) with the pack's nodes. Measures, per
 condition and mask source, over the asked objects:
@@ -20,6 +22,10 @@ condition and mask source, over the asked objects:
 - judge accuracy per category (F1Evaluate's detector and scoring on the whole spec);
 - s/step: sampling wall time over steps.
 
+Decoupling (ground-truth masks; none, f1_regions, f1_decoupled): the scene again with the same seed and only
+the first object's style word changed (none -> striped, then the next style), then only its colour (the next
+palette colour no other object has); the IoU of the detected objects' pixels between the two pictures.
+
 "none" does not use the masks; its recall and mIoU are measured against each source's masks. The last line is
 `region_colour_recall: X` (f1_regions, ground-truth masks).
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +47,51 @@ sys.path.insert(0, str(ROOT / "tests"))
 from comfy_inprocess import import_comfy, import_pack  # noqa: E402
 from f1core.data.captions import caption  # noqa: E402
 from f1core.data.scenes import render_scene  # noqa: E402
+from f1core.data.spec import COLOURS, STYLES  # noqa: E402
 from f1core.data.splits import load_split  # noqa: E402
 from f1core.eval.detector import as_rgb_array, detect  # noqa: E402
-from f1core.eval.scoring import score_detection  # noqa: E402
+from f1core.eval.scoring import layout_iou, score_detection  # noqa: E402
+from f1core.regions import STYLE_BLOCKS, layout_from_prompt  # noqa: E402
 
 CATEGORIES = ("two_objects", "position", "colour_attribution")
-CONDITIONS = ("none", "core_mask", "f1_regions")
+CONDITIONS = ("none", "core_mask", "f1_regions", "f1_decoupled")
 SOURCES = ("truth", "layout")
+CHANGES = ("style", "colour")
+DECOUPLING = ("none", "f1_regions", "f1_decoupled")
 CFG = 4.0
+
+
+class Bench:
+    """The shipped nodes in-process on one model: encode (cached), regions, and sampling at one size."""
+
+    def __init__(self, model: str, side: int, steps: int):
+        import_comfy()
+        import comfy.sample
+        loaders, text, latent = (import_pack(f"nodes.{m}") for m in ("nodes_loaders", "nodes_text", "nodes_latent"))
+        self.nodes = import_pack("nodes.nodes_regions")
+        self.text, self.comfy_sample = text, comfy.sample
+        self.model, self.clip, self.vae = loaders.F1CheckpointLoader.execute(model).result
+        self.latent = latent.F1EmptyLatent.execute(self.vae, side, side, 1).result[0]["samples"]
+        self.side, self.steps = side, steps
+        self._encoded = {}
+
+    def cond(self, phrase: str):
+        if phrase not in self._encoded:
+            self._encoded[phrase] = self.text.F1TextEncode.execute(self.clip, phrase).result[0]
+        return self._encoded[phrase]
+
+    def regional(self, regions):
+        """The model with regions in cross-attention (base_weight 0, no feather or grow, all steps)."""
+        return self.nodes.F1ApplyRegions.execute(self.model, regions, 0.0, 0.0, 0, 1.0, 0.0).result[0]
+
+    def sample(self, model, positive, seed: int):
+        """(RGB [H, W, 3] in 0..1, seconds per step)."""
+        noise = self.comfy_sample.prepare_noise(self.latent, seed)
+        start = time.perf_counter()
+        out = self.comfy_sample.sample(model, noise, self.steps, CFG, "dpmpp_2m", "karras", positive, self.cond(""),
+                                       self.latent, seed=seed, disable_pbar=True)
+        seconds = (time.perf_counter() - start) / self.steps
+        return as_rgb_array(self.vae.decode(out)[0]), seconds
 
 
 def box_iou(a, b) -> float:
@@ -84,10 +128,23 @@ def truth_masks(spec, side: int, seed: int) -> torch.Tensor:
     return masks
 
 
+def changed(spec, change: str):
+    """The spec with only its first object's style (or colour) changed."""
+    first = spec.objects[0]
+    if change == "style":
+        value = "striped" if first.style is None else STYLES[(STYLES.index(first.style) + 1) % len(STYLES)]
+        return replace(spec, objects=(replace(first, style=value), *spec.objects[1:]))
+    taken = {o.colour for o in spec.objects}
+    names = list(COLOURS)
+    start = names.index(first.colour) + 1 if first.colour else 0
+    value = next(name for name in names[start:] + names[:start] if name not in taken)
+    return replace(spec, objects=(replace(first, colour=value), *spec.objects[1:]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="f1-tiny-scenes.safetensors", help="an F.1 checkpoint the loader lists")
-    parser.add_argument("--limit", type=int, default=40, help="scenes per category (the split has 40-48)")
+    parser.add_argument("--scenes", type=int, default=40, help="scenes per category (the split has 40-48)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--side", type=int, default=64, help="image side (the shipped default draws 64x64)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -95,63 +152,60 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    import_comfy()
-    import comfy.sample
-    import nodes as core_nodes
-    loaders, text, latent_nodes = (import_pack(f"nodes.{m}") for m in ("nodes_loaders", "nodes_text", "nodes_latent"))
-    regions_nodes, pack_regions = import_pack("nodes.nodes_regions"), import_pack("f1core.regions")
-    model, clip, vae = loaders.F1CheckpointLoader.execute(args.model).result
-    side = args.side
-    encode = {}
+    bench = Bench(args.model, args.side, args.steps)
+    import nodes as core_nodes  # core's nodes.py, on the path once Bench has imported ComfyUI
+    nodes, side = bench.nodes, args.side
 
-    def cond(phrase):
-        if phrase not in encode:
-            encode[phrase] = text.F1TextEncode.execute(clip, phrase).result[0]
-        return encode[phrase]
+    def run(condition, spec, masks, seed):
+        """(image, s/step) of one condition; masks [objects, side, side]."""
+        prompt = caption(spec)
+        if condition == "none":
+            return bench.sample(bench.model, bench.cond(prompt), seed)
+        if condition == "f1_decoupled":
+            positive, regions, _, _ = nodes.F1DecoupledTextEncode.execute(
+                bench.clip, prompt, side, side, STYLE_BLOCKS, 0.0, 1.0, masks).result
+            return bench.sample(bench.regional(regions), positive, seed)
+        phrases = [phrase for phrase, _ in layout_from_prompt(prompt, side, side)]
+        if condition == "core_mask":
+            uncovered = (1 - masks.amax(0)).clamp(0, 1)
+            positive = core_nodes.ConditioningSetMask().append(bench.cond(prompt), uncovered, "default", 1.0)[0]
+            for phrase, mask in zip(phrases, masks):
+                positive += core_nodes.ConditioningSetMask().append(bench.cond(phrase), mask, "default", 1.0)[0]
+            return bench.sample(bench.model, positive, seed)
+        chain = None
+        for phrase, mask in zip(phrases, masks):
+            chain = nodes.F1Region.execute(bench.clip, phrase, mask, 1.0, chain).result[0]
+        return bench.sample(bench.regional(chain), bench.cond(prompt), seed)
 
-    def sample(patched, positive, seed):
-        latent = latent_nodes.F1EmptyLatent.execute(vae, side, side, 1).result[0]["samples"]
-        noise = comfy.sample.prepare_noise(latent, seed)
-        start = time.perf_counter()
-        out = comfy.sample.sample(patched, noise, args.steps, CFG, "dpmpp_2m", "karras", positive, cond(""),
-                                  latent, seed=seed, disable_pbar=True)
-        seconds = (time.perf_counter() - start) / args.steps
-        return as_rgb_array(vae.decode(out)[0]), seconds
-
-    specs = [s for c in CATEGORIES for s in [x for x in load_split("test") if x.category == c][:args.limit]]
+    specs = [s for c in CATEGORIES for s in [x for x in load_split("test") if x.category == c][:args.scenes]]
     rows = {(c, s): {"objects": [], "judge": {k: [] for k in CATEGORIES}, "step_s": []}
             for c in CONDITIONS for s in SOURCES}
+    kept = {(c, change): [] for c in DECOUPLING for change in CHANGES}
     started = time.time()
     for index, spec in enumerate(specs):
         prompt = caption(spec)
-        layout = pack_regions.layout_from_prompt(prompt, side, side)
-        phrases = [phrase for phrase, _ in layout]
+        layout = layout_from_prompt(prompt, side, side)
         masks = {"truth": truth_masks(spec, side, index), "layout": torch.stack([m for _, m in layout])}
-        images = {}
-        image, step_s = sample(model, cond(prompt), index)
-        for source in SOURCES:
-            images[("none", source)] = (image, step_s)
-        for source in SOURCES:
-            chain, positive = None, []
-            uncovered = (1 - masks[source].amax(0)).clamp(0, 1)
-            positive += core_nodes.ConditioningSetMask().append(cond(prompt), uncovered, "default", 1.0)[0]
-            for phrase, mask in zip(phrases, masks[source]):
-                positive += core_nodes.ConditioningSetMask().append(cond(phrase), mask, "default", 1.0)[0]
-                chain = regions_nodes.F1Region.execute(clip, phrase, mask, 1.0, chain).result[0]
-            images[("core_mask", source)] = sample(model, positive, index)
-            patched = regions_nodes.F1ApplyRegions.execute(model, chain, 0.0, 0.0, 0, 1.0, 0.0).result[0]
-            images[("f1_regions", source)] = sample(patched, cond(prompt), index)
-        for (condition, source), (image, step_s) in images.items():
-            detection = detect(image)
+        images = {("none", source): run("none", spec, None, index) for source in SOURCES[:1]}
+        images[("none", "layout")] = images[("none", "truth")]
+        for condition in CONDITIONS[1:]:
+            for source in SOURCES:
+                images[(condition, source)] = run(condition, spec, masks[source], index)
+        detections = {key: detect(image) for key, (image, _) in images.items()}
+        for (condition, source), (_, step_s) in images.items():
             row = rows[(condition, source)]
-            row["objects"] += object_scores(spec, detection, masks[source])
-            row["judge"][spec.category].append(score_detection(spec, detection).passed)
+            row["objects"] += object_scores(spec, detections[(condition, source)], masks[source])
+            row["judge"][spec.category].append(score_detection(spec, detections[(condition, source)]).passed)
             row["step_s"].append(step_s)
+        for condition in DECOUPLING:
+            for change in CHANGES:
+                image, _ = run(condition, changed(spec, change), masks["truth"], index)
+                kept[(condition, change)].append(layout_iou(detections[(condition, "truth")], detect(image)))
         print(f"[{index + 1}/{len(specs)}] {prompt} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
     counts = {c: sum(s.category == c for s in specs) for c in CATEGORIES}
     print(f"\n{len(specs)} scenes ({', '.join(f'{c} {n}' for c, n in counts.items())}), model {args.model}, "
-          f"{side}x{side}, {args.steps} steps, seed = scene index\n")
+          f"{side}x{side}, {args.steps} steps, seed = scene index; style blocks {STYLE_BLOCKS}\n")
     print("| condition | masks | colour-in-region recall | region mIoU (box) | "
           + " | ".join(f"judge {c}" for c in CATEGORIES) + " | s/step |")
     print("|---|---|---|---|" + "---|" * len(CATEGORIES) + "---|")
@@ -163,11 +217,16 @@ def main():
         judge = " | ".join(f"{np.mean(v):.2f}" for v in row["judge"].values())
         print(f"| {condition} | {source} | {recall:.3f} | {miou:.3f} | {judge} | {np.mean(row['step_s']):.4f} |")
     base_step = summary[("none", "truth")][2]
-    for condition in ("core_mask", "f1_regions"):
+    for condition in CONDITIONS[1:]:
         for source in SOURCES:
             recall, miou, step = summary[(condition, source)]
             print(f"{condition} ({source}): recall {recall - summary[('none', source)][0]:+.3f}, mIoU "
                   f"{miou - summary[('none', source)][1]:+.3f} vs none; time per step {step / base_step - 1:+.0%}")
+    print("\nLayout kept (detected-object mask IoU, same seed, ground-truth masks):\n")
+    print("| condition | only the style word changed | only a colour changed |")
+    print("|---|---|---|")
+    for condition in DECOUPLING:
+        print(f"| {condition} | " + " | ".join(f"{np.mean(kept[(condition, c)]):.3f}" for c in CHANGES) + " |")
     print(f"region_colour_recall: {summary[('f1_regions', 'truth')][0]:.3f}")
 
 

@@ -13,12 +13,17 @@ fairly; the weights sum to 1 at every query, so a gap between masks is the base 
 Masks are resized to each attention level's exact h x w (read from the activations, never guessed from token
 counts). Rows of the unconditional (negative) prompt see their own tokens only: the negative is not masked.
 
+A region may carry a second, styled context that replaces its own only in chosen blocks and a step range
+(`RegionalAttention.at`): the decoupled encode (`decouple_prompt`, `decoupled_regions`) encodes every entity of a
+prompt on its own, bound to its region, and sends its style only where style is drawn.
+
 Plain torch (and kornia for feathering and dilation); imports nothing from ComfyUI.
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kornia
 import torch
@@ -30,10 +35,20 @@ NEVER = -1.0e4
 
 @dataclass(frozen=True)
 class Region:
-    """A prompt bound to a mask. context: [1, L, D] text embedding; mask: [H, W] or [B, H, W] in 0..1."""
+    """A prompt bound to a mask. context: [1, L, D] text embedding; mask: [H, W] or [B, H, W] in 0..1.
+    style_context, if given, is read instead of context in the attention blocks named by style_blocks ((block, id)
+    keys such as ("output", 1); None: every block) for the steps whose progress lies in style_steps [start, end)."""
     context: torch.Tensor
     mask: torch.Tensor
     strength: float = 1.0
+    style_context: torch.Tensor | None = None
+    style_blocks: frozenset | None = None
+    style_steps: tuple[float, float] = (0.0, 1.0)
+
+    def styled_at(self, block, progress: float) -> bool:
+        if self.style_context is None or not self.style_steps[0] <= progress < self.style_steps[1]:
+            return False
+        return self.style_blocks is None or (block is not None and tuple(block[:2]) in self.style_blocks)
 
 
 def shape_mask(mask: torch.Tensor, grow: int = 0, feather: float = 0.0) -> torch.Tensor:
@@ -84,17 +99,34 @@ class RegionalAttention:
     def __init__(self, regions: list[Region], base_weight: float = 0.0, grow: int = 0, feather: float = 0.0):
         if not regions:
             raise ValueError("RegionalAttention: needs at least one region")
-        widths = {r.context.shape[-1] for r in regions}
+        widths = {c.shape[-1] for r in regions for c in (r.context, r.style_context) if c is not None}
         if len(widths) != 1:
             raise ValueError(f"RegionalAttention: region prompts have different widths {sorted(widths)}; encode "
                              "every region with the same text encoder")
-        self.contexts = [r.context if r.context.ndim == 3 else r.context[None] for r in regions]
-        self.lengths = [c.shape[1] for c in self.contexts]
+        self.regions = list(regions)
+        self._use([r.context for r in regions])
         self.masks = [shape_mask(r.mask, grow, feather) for r in regions]
         self.strengths = [float(r.strength) for r in regions]
         self.base_weight = float(base_weight)
         self.width = widths.pop()
+        self._views = {}
+
+    def _use(self, contexts):
+        self.contexts = [c if c.ndim == 3 else c[None] for c in contexts]
+        self.lengths = [c.shape[1] for c in self.contexts]
         self._cache = {}
+
+    def at(self, block, progress: float) -> "RegionalAttention":
+        """The regions as the attention layer of `block` (core's ("input", 1)-style key, or None) reads them at
+        sampling `progress`: each region's style context where its style applies, its own context elsewhere."""
+        styled = tuple(r.styled_at(block, progress) for r in self.regions)
+        if not any(styled):
+            return self
+        if styled not in self._views:  # a view shares the masks; its contexts (and so lengths, biases) differ
+            view = copy.copy(self)
+            view._use([r.style_context if s else r.context for r, s in zip(self.regions, styled)])
+            self._views[styled] = view
+        return self._views[styled]
 
     @property
     def region_tokens(self) -> int:
@@ -175,14 +207,35 @@ RELATION_SIDES = {"left of": ("left", "right"), "right of": ("right", "left"), "
                   "below": ("bottom", "top")}
 
 
-def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, torch.Tensor]]:
-    """Parse a scene prompt ("a red circle on the left of a blue square") into (entity phrase, [height, width]
-    mask) pairs: positions and relations pick image halves (or the centre); objects with neither share the
-    width left over in equal columns. Raises ValueError (from the caption parser) for prompts it cannot read."""
-    from dataclasses import replace
+@dataclass(frozen=True)
+class Entity:
+    """One object of a prompt: `phrase` names it with its own attributes (count, size, colour, shape) but not its
+    style; `styled` adds the style word (equal to `phrase` when it has none); `mask` [H, W] is its place."""
+    phrase: str
+    styled: str
+    style: str | None
+    mask: torch.Tensor
 
+
+@dataclass(frozen=True)
+class DecoupledPrompt:
+    """A prompt split three ways: the entities (each with its attributes and style), and `layout`, the scene
+    with every object reduced to its shape and count: positions, relations and background, no attributes."""
+    entities: tuple[Entity, ...]
+    layout: str
+
+    def describe(self) -> str:
+        lines = [f"entity {i + 1}: {e.phrase}" + (f" | style: {e.style}" if e.style else "")
+                 for i, e in enumerate(self.entities)]
+        return "\n".join(lines + [f"layout: {self.layout}"])
+
+
+def decouple_prompt(prompt: str, width: int, height: int) -> DecoupledPrompt:
+    """Parse a scene prompt ("a striped red circle on the left of a blue square") into entities, their styles and
+    the layout: positions and relations pick image halves (or the centre); objects with neither share the width
+    left over in equal columns. Raises ValueError (from the caption parser) for prompts it cannot read."""
     from .data.captions import caption, parse_caption
-    from .data.spec import SceneSpec
+    from .data.spec import ObjectSpec, SceneSpec
 
     spec = parse_caption(prompt)
     places: dict[int, str] = {}
@@ -192,7 +245,7 @@ def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, 
         if obj.relation is not None:
             places[i], places[obj.relation.anchor] = RELATION_SIDES[obj.relation.kind]
     free = [i for i in range(len(spec.objects)) if i not in places]
-    out = []
+    entities = []
     for i, obj in enumerate(spec.objects):
         if i in places:
             x0, y0, x1, y1 = BOXES[places[i]]
@@ -201,6 +254,55 @@ def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, 
             x0, y0, x1, y1 = k / len(free), 0.0, (k + 1) / len(free), 1.0
         mask = torch.zeros(height, width)
         mask[round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = 1.0
-        phrase = caption(SceneSpec(objects=(replace(obj, position=None, relation=None),)))
-        out.append((phrase, mask))
-    return out
+        alone = replace(obj, position=None, relation=None)
+        entities.append(Entity(caption(SceneSpec(objects=(replace(alone, style=None),))),
+                               caption(SceneSpec(objects=(alone,))), obj.style, mask))
+    bare = tuple(ObjectSpec(o.shape, count=o.count, position=o.position, relation=o.relation) for o in spec.objects)
+    return DecoupledPrompt(tuple(entities), caption(SceneSpec(bare, spec.background)))
+
+
+def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, torch.Tensor]]:
+    """(entity phrase with its style, [height, width] mask) per object of a scene prompt (decouple_prompt)."""
+    return [(e.styled, e.mask) for e in decouple_prompt(prompt, width, height).entities]
+
+
+# Blocks that draw style, not layout, on the shipped default (benchmarks/README.md, "Which blocks carry style").
+STYLE_BLOCKS = "output 1, output 2"
+BLOCK_NAMES = ("input", "middle", "output")
+
+
+def parse_blocks(text: str) -> frozenset | None:
+    """'all' -> None (every block); 'none' or '' -> the empty set; 'input 1, output 2' -> {("input", 1),
+    ("output", 2)}, the (block, id) keys core's attention patches see."""
+    text = text.strip().lower()
+    if text == "all":
+        return None
+    blocks = set()
+    for item in filter(None, (part.strip() for part in text.replace(";", ",").split(","))):
+        if item == "none":
+            continue
+        words = item.split()
+        if len(words) != 2 or words[0] not in BLOCK_NAMES or not words[1].isdigit():
+            raise ValueError(f"blocks: cannot read {item!r}; write 'all', 'none' or a list such as 'input 1, "
+                             "middle 0, output 2' (block input, middle or output, then its id)")
+        blocks.add((words[0], int(words[1])))
+    return frozenset(blocks)
+
+
+def decoupled_regions(entities, encode, style_blocks: frozenset | None = None,
+                      style_steps: tuple[float, float] = (0.0, 1.0)) -> list[Region]:
+    """One region per entity, its phrase encoded on its own by `encode` (str -> [1, L, D]), so an entity's
+    attributes reach its region only. Its style goes where style_blocks and style_steps say: everywhere (None,
+    (0, 1)) makes the styled phrase the region's prompt; elsewhere the plain phrase is, and the styled one is read
+    only in those blocks and steps; an empty set of blocks drops the style."""
+    everywhere = style_blocks is None and tuple(style_steps) == (0.0, 1.0)
+    regions = []
+    for entity in entities:
+        if entity.style is None or style_blocks == frozenset():
+            regions.append(Region(encode(entity.phrase), entity.mask))
+        elif everywhere:
+            regions.append(Region(encode(entity.styled), entity.mask))
+        else:
+            regions.append(Region(encode(entity.phrase), entity.mask, style_context=encode(entity.styled),
+                                  style_blocks=style_blocks, style_steps=tuple(style_steps)))
+    return regions

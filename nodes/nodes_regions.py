@@ -6,6 +6,7 @@ F.1 and on core's SD1.5/SDXL-family U-Nets. On FLUX, F1RegionalConditioning writ
 latent-composition path."""
 import logging
 import math
+from dataclasses import replace
 
 import torch
 from comfy.ldm.modules.attention import optimized_attention
@@ -14,7 +15,8 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
 from ..f1core import limits
-from ..f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, step_progress
+from ..f1core.regions import (STYLE_BLOCKS, Region, RegionalAttention, decouple_prompt, decoupled_regions,
+                              layout_from_prompt, mask_schedule, parse_blocks, step_progress)
 from . import f1_limits
 from .f1_inputs import declared_limits_error, raise_if_invalid
 
@@ -30,25 +32,28 @@ PALETTE = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.4, 0.9], [0.2, 0.75, 0.3], [0.9
 class RegionPatch:
     """Core's attn2 patch pair for one RegionalAttention. `extend` (attn2_patch) appends the region prompts to
     the context; `attend` (attn2 replace, one per transformer layer) attends under the regional key bias at
-    the level's own h x w, read from transformer_options["activations_shape"]."""
+    the level's own h x w, read from transformer_options["activations_shape"]. Both read the regions as the
+    layer's block and step see them (RegionalAttention.at: styled contexts in style blocks and steps)."""
 
     def __init__(self, regional: RegionalAttention, fraction: float, blend: float):
         self.regional, self.fraction, self.blend = regional, fraction, blend
 
-    def scale(self, extra) -> float:
+    def state(self, extra) -> tuple[RegionalAttention, float]:
+        """(the regions this layer reads, the mask schedule's scale) for this call."""
         sigmas, schedule = extra.get("sigmas"), extra.get("sample_sigmas")
-        if sigmas is None or schedule is None:  # called outside a sampler: masks fully on
-            return 1.0
-        return mask_schedule(step_progress(float(sigmas.max()), schedule), self.fraction, self.blend)
+        # called outside a sampler: the first step, masks fully on
+        progress = 0.0 if sigmas is None or schedule is None else step_progress(float(sigmas.max()), schedule)
+        return self.regional.at(extra.get("block"), progress), mask_schedule(progress, self.fraction, self.blend)
 
     def extend(self, n, context, value, extra):
-        if self.scale(extra) <= 0:
+        regional, scale = self.state(extra)
+        if scale <= 0:
             return n, context, value
-        context, value = self.regional.extend(context, value)
+        context, value = regional.extend(context, value)
         return n, context, value
 
     def attend(self, q, k, v, extra):
-        heads, scale = extra["n_heads"], self.scale(extra)
+        heads, (regional, scale) = extra["n_heads"], self.state(extra)
         if scale <= 0:
             return optimized_attention(q, k, v, heads)
         _, _, h, w = extra["activations_shape"]
@@ -57,8 +62,8 @@ class RegionPatch:
                              "another patch (token merging or tiling) changed the tokens. Apply it after "
                              "F1ApplyRegions or remove it")
         chunks = [c == 0 for c in extra.get("cond_or_uncond", [0])]
-        bias = self.regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), k.shape[1] - self.regional.region_tokens,
-                                      scale, q.dtype, q.device)
+        bias = regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), k.shape[1] - regional.region_tokens,
+                                 scale, q.dtype, q.device)
         return optimized_attention(q, k, v, heads, mask=bias)
 
 
@@ -197,6 +202,11 @@ class F1ApplyRegions(io.ComfyNode):
         attention = regional("F1ApplyRegions", regions, base_weight, feather, grow)
         patch = RegionPatch(attention, mask_fraction, blend)
         layers = attention_layers(model.get_model_object("diffusion_model"))
+        known = {(block, number) for block, number, _ in layers}
+        unknown = sorted({b for r in regions if r.style_blocks for b in r.style_blocks} - known)
+        if unknown:
+            raise ValueError(f"F1ApplyRegions: input 'regions' sends style to blocks {unknown} this model has no "
+                             f"cross-attention in; its blocks are {sorted(known)}")
         patched = model.clone()
         replaced = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         if replaced:
@@ -233,6 +243,10 @@ class F1RegionalConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, positive, regions, base_weight, feather, grow, mask_fraction) -> io.NodeOutput:
         raise_if_invalid(cls.validate_inputs(base_weight, feather, grow, mask_fraction))
+        if any(r.style_context is not None for r in regions):
+            raise ValueError("F1RegionalConditioning: input 'regions' has style limited to blocks or steps, which "
+                             "FLUX's attention mask cannot express; set F1DecoupledTextEncode's style_blocks to "
+                             "'all' and its steps to 0..1, or use F1ApplyRegions on F.1, SD1.5 or SDXL")
         attention = regional("F1RegionalConditioning", regions, base_weight, feather, grow)
         # FLUX sees the image as 2x2 patches of the /8 latent: masks at that grid; core rescales to the real one
         height = max(m.shape[-2] for m in attention.masks)
@@ -302,4 +316,92 @@ class F1LayoutFromPrompt(io.ComfyNode):
         return io.NodeOutput(list(regions or []) + added, masks, preview, phrases, ui={"text": [phrases]})
 
 
-NODES = [F1Region, F1ApplyRegions, F1RegionalConditioning, F1LayoutFromPrompt]
+class F1DecoupledTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1DecoupledTextEncode",
+            display_name="F.1 Decoupled Text Encode",
+            category="F1/regions",
+            description="Splits a scene prompt into entities (each with its attributes), their styles and the "
+                        "layout (positions, relations, background). Each entity is encoded on its own and bound to "
+                        "its region, so one object's colour cannot leak into another; style goes only to the chosen "
+                        "blocks and steps. Connect 'positive' to the sampler and 'regions' to F1ApplyRegions.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder of the model the regions will be applied to."),
+                io.String.Input("prompt", multiline=True, default="a striped red circle on the left of a blue square",
+                                tooltip="A scene prompt in the scene vocabulary (shapes, colours, styles, sizes, "
+                                        "positions, relations, background)."),
+                io.Int.Input("width", default=512, min=8, max=16384, step=8,
+                             tooltip="Mask width (image pixels), when the masks come from the prompt."),
+                io.Int.Input("height", default=512, min=8, max=16384, step=8,
+                             tooltip="Mask height (image pixels), when the masks come from the prompt."),
+                io.String.Input("style_blocks", default=STYLE_BLOCKS,
+                                tooltip="Cross-attention blocks that read the style words: 'all', 'none', or a "
+                                        "list such as 'output 1, output 2'. The default is the blocks measured to "
+                                        "draw style rather than layout on F.1 (benchmarks/README.md)."),
+                io.Float.Input("style_start", default=0.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Share of the steps before style is read (0: from the first step)."),
+                io.Float.Input("style_end", default=1.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="Share of the steps after which style is no longer read (1: to the end)."),
+                io.Mask.Input("masks", optional=True,
+                              tooltip="One mask per entity, in the prompt's order (e.g. F1SceneRender's), "
+                                      "instead of the image halves the prompt's positions pick."),
+                regions_input(),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive",
+                                       tooltip="The layout prompt (shapes, positions, relations, background; no "
+                                               "attributes), the base prompt for what no region covers."),
+                F1Regions.Output(display_name="regions", tooltip="One region per entity, for F1ApplyRegions."),
+                io.Mask.Output(display_name="masks", tooltip="The region masks, one per entity."),
+                io.String.Output(display_name="parts", tooltip="The split: each entity, its style, the layout."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, prompt, width, height, style_blocks, style_start, style_end):
+        error = (f1_limits.caption_length_error("F1DecoupledTextEncode", "prompt", prompt)
+                 or declared_limits_error(cls, width=width, height=height, style_start=style_start,
+                                          style_end=style_end)
+                 or f1_limits.pixels_error("F1DecoupledTextEncode", width, height, 1, "'width'/'height'"))
+        if error:
+            return error
+        if isinstance(style_start, float) and isinstance(style_end, float) and style_start >= style_end:
+            return (f"F1DecoupledTextEncode: input 'style_start' ({style_start}) is not below 'style_end' "
+                    f"({style_end}); to leave style out, set style_blocks to 'none'")
+        if isinstance(style_blocks, str):
+            try:
+                parse_blocks(style_blocks)
+            except ValueError as err:
+                return f"F1DecoupledTextEncode: input 'style_blocks': {err}"
+        return True
+
+    @classmethod
+    def execute(cls, clip, prompt, width, height, style_blocks, style_start, style_end, masks=None,
+                regions=None) -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(prompt, width, height, style_blocks, style_start, style_end))
+        try:
+            parts = decouple_prompt(prompt, width, height)
+        except ValueError as err:
+            raise ValueError(f"F1DecoupledTextEncode: input 'prompt' cannot be decoupled ({err})") from None
+        entities = parts.entities
+        if masks is not None:
+            masks = masks[None] if masks.ndim == 2 else masks
+            if masks.shape[0] != len(entities):
+                raise ValueError(f"F1DecoupledTextEncode: input 'masks' has {masks.shape[0]} masks for "
+                                 f"{len(entities)} entities ({'; '.join(e.phrase for e in entities)}); give one "
+                                 "per entity, in the prompt's order")
+            entities = [replace(e, mask=m.float()) for e, m in zip(entities, masks)]
+        added = decoupled_regions(entities, lambda text: encode("F1DecoupledTextEncode", "prompt", clip, text),
+                                  parse_blocks(style_blocks), (style_start, style_end))
+        try:
+            positive = clip.encode_from_tokens_scheduled(clip.tokenize(parts.layout))
+        except limits.PromptTooLong as err:
+            raise ValueError(f"F1DecoupledTextEncode: input 'prompt': {err}") from None
+        described = parts.describe()
+        return io.NodeOutput(positive, list(regions or []) + added, torch.stack([e.mask for e in entities]),
+                             described, ui={"text": [described]})
+
+
+NODES = [F1Region, F1ApplyRegions, F1RegionalConditioning, F1LayoutFromPrompt, F1DecoupledTextEncode]

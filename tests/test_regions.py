@@ -1,12 +1,15 @@
 """Regional prompts in attention (f1core.regions, nodes_regions) and the patch protocol of the F.1 U-Net they use:
 the maths on its own, then the nodes inside core's sampler on a tiny F.1 and a tiny core SD1.5-architecture U-Net."""
+from dataclasses import replace
+
 import pytest
 import torch
 
 from f1core.config import tiny
 from f1core.models.attention import attention
 from f1core.models.unet import F1UNet
-from f1core.regions import Region, RegionalAttention, layout_from_prompt, mask_schedule, shape_mask, step_progress
+from f1core.regions import (Region, RegionalAttention, decouple_prompt, decoupled_regions, layout_from_prompt,
+                            mask_schedule, parse_blocks, shape_mask, step_progress)
 
 WIDTH = 8
 
@@ -134,6 +137,55 @@ def test_layout_from_prompt_places_objects_by_relation():
     assert top_phrase == "a green star" and top[:4].min() == 1 and top[4:].max() == 0 and bottom[4:].min() == 1
     with pytest.raises(ValueError):
         layout_from_prompt("a cat on a mat", 8, 8)
+
+
+def test_decouple_prompt_splits_entities_styles_and_layout():
+    parts = decouple_prompt("a striped red circle on the left of a small blue square on a black background", 16, 8)
+    first, second = parts.entities
+    assert (first.phrase, first.styled, first.style) == ("a red circle", "a striped red circle", "striped")
+    assert (second.phrase, second.styled, second.style) == ("a small blue square", "a small blue square", None)
+    assert parts.layout == "a circle to the left of a square on a black background"  # no attribute in it
+    assert first.mask[:, :8].min() == 1 and first.mask[:, 8:].max() == 0
+    assert layout_from_prompt("a striped red circle and a blue square", 8, 8)[0][0] == "a striped red circle"
+    assert parse_blocks("all") is None and parse_blocks(" none ") == frozenset() == parse_blocks("")
+    assert parse_blocks("Output 1, middle 0") == {("output", 1), ("middle", 0)}
+    with pytest.raises(ValueError, match="cannot read 'output'"):
+        parse_blocks("output")
+
+
+def test_decoupled_regions_encode_each_entity_alone_and_send_style_where_asked():
+    parts = decouple_prompt("a striped red circle and a blue square", 8, 8)
+    encoded = []
+
+    def encode(text):
+        encoded.append(text)
+        return ctx(len(encoded), len(text.split()))
+
+    everywhere = decoupled_regions(parts.entities, encode)
+    assert encoded == ["a striped red circle", "a blue square"] and everywhere[0].style_context is None
+    encoded.clear()
+    chosen = decoupled_regions(parts.entities, encode, frozenset({("output", 1)}), (0.0, 0.5))
+    assert encoded == ["a red circle", "a striped red circle", "a blue square"]
+    assert chosen[0].style_blocks == {("output", 1)} and chosen[1].style_context is None
+    encoded.clear()
+    assert decoupled_regions(parts.entities, encode, frozenset())[0].style_context is None
+    assert encoded == ["a red circle", "a blue square"]
+
+
+def test_a_regions_style_context_is_read_only_in_its_blocks_and_steps():
+    left, right = halves()
+    styled = Region(ctx(1, 3), left, style_context=ctx(2, 5), style_blocks=frozenset({("output", 1)}),
+                    style_steps=(0.25, 0.75))
+    regional = RegionalAttention([styled, Region(ctx(3, 4), right)])
+    for block, progress in ((("output", 1), 0.5), (("output", 1), 0.25)):
+        view = regional.at(block, progress)
+        assert view.lengths == [5, 4] and torch.equal(view.contexts[0], ctx(2, 5))
+        assert view.key_bias(4, 6, [True], 1, 2).shape == (1, 24, 2 + 9) and view.masks is regional.masks
+    for block, progress in ((("output", 1), 0.75), (("output", 1), 0.0), (("output", 2), 0.5), (None, 0.5)):
+        assert regional.at(block, progress) is regional and regional.lengths == [3, 4]
+    assert regional.at(("output", 1), 0.5) is regional.at(("output", 1), 0.3)  # views are kept
+    with pytest.raises(ValueError, match="different widths"):
+        RegionalAttention([Region(ctx(1, 3), left, style_context=ctx(2, 3, WIDTH + 1))])
 
 
 # ---- the F.1 U-Net's patch protocol ----------------------------------------------------------------------------
@@ -348,10 +400,16 @@ def test_mask_fraction_hands_the_last_steps_back_to_the_base_prompt(comfy, regio
     assert (full[2] - half[2]).abs().max() > 1e-3       # step 2, same x in both: the base prompt again
 
 
-def test_nodes_with_a_real_f1_clip_and_layout_from_prompt(comfy, region_nodes, f1_models):
+@pytest.fixture(scope="module")
+def clip(comfy, f1_models):
+    """The tiny random F.1 checkpoint's text encoder as core's CLIP."""
     from comfy_inprocess import import_pack
     from f1core.checkpoint import load_checkpoint
-    clip = import_pack("nodes.f1_clip").clip_from_text_encoder(load_checkpoint(f1_models / "f1-tiny-random.safetensors").text)
+    text_encoder = load_checkpoint(f1_models / "f1-tiny-random.safetensors").text
+    return import_pack("nodes.f1_clip").clip_from_text_encoder(text_encoder)
+
+
+def test_nodes_with_a_real_f1_clip_and_layout_from_prompt(comfy, region_nodes, clip):
     regions, masks, preview, phrases = region_nodes.F1LayoutFromPrompt.execute(
         clip, "a red circle on the left of a blue square", 40, 24).result
     assert phrases.splitlines() == ["a red circle", "a blue square"] and masks.shape == (2, 24, 40)
@@ -369,6 +427,80 @@ def test_nodes_with_a_real_f1_clip_and_layout_from_prompt(comfy, region_nodes, f
         region_nodes.F1Region.execute(clip, " ", torch.ones(8, 8), 1.0)
     with pytest.raises(ValueError, match="F1LayoutFromPrompt: input 'prompt'"):
         region_nodes.F1LayoutFromPrompt.execute(clip, "a cat on a mat", 8, 8)
+
+
+def test_decoupled_text_encode_binds_each_entitys_attributes_to_its_own_region(region_nodes, clip):
+    node = region_nodes.F1DecoupledTextEncode
+
+    def run(prompt, style_blocks="output 1", start=0.0, end=1.0, masks=None):
+        return node.execute(clip, prompt, 16, 8, style_blocks, start, end, masks).result
+
+    def alone(text):
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+
+    positive, regions, masks, parts = run("a striped red circle on the left of a blue square")
+    assert parts.splitlines() == ["entity 1: a red circle | style: striped", "entity 2: a blue square",
+                                  "layout: a circle to the left of a square"]
+    assert torch.equal(positive[0][0], alone("a circle to the left of a square"))  # the base: no attributes
+    assert torch.equal(regions[0].context, alone("a red circle"))
+    assert torch.equal(regions[1].context, alone("a blue square"))
+    assert torch.equal(regions[0].style_context, alone("a striped red circle"))
+    assert regions[0].style_blocks == {("output", 1)} and masks.shape == (2, 8, 16)
+    # attributes do not leak: another colour or style for the circle leaves the square's region and the base as
+    # they were, bit for bit
+    for other in ("a striped green circle on the left of a blue square",
+                  "an outlined red circle left of a blue square"):
+        positive2, regions2, _, _ = run(other)
+        assert torch.equal(regions2[1].context, regions[1].context) and torch.equal(positive2[0][0], positive[0][0])
+    assert not torch.equal(run("a striped green circle on the left of a blue square")[1][0].context, regions[0].context)
+    everywhere = run("a striped red circle on the left of a blue square", "all")[1]
+    assert torch.equal(everywhere[0].context, alone("a striped red circle")) and everywhere[0].style_context is None
+    given = torch.zeros(2, 4, 4)
+    given[0, :2], given[1, 2:] = 1, 1
+    assert torch.equal(run("a red circle above a blue square", masks=given)[2], given)
+    with pytest.raises(ValueError, match="input 'masks' has 1 masks for 2 entities"):
+        run("a red circle above a blue square", masks=given[:1])
+    with pytest.raises(ValueError, match="input 'style_blocks': blocks: cannot read 'outputs 1'"):
+        run("a red circle", "outputs 1")
+    with pytest.raises(ValueError, match="'style_start' \\(0.5\\) is not below 'style_end'"):
+        run("a red circle", "all", 0.5, 0.5)
+    with pytest.raises(ValueError, match="F1DecoupledTextEncode: input 'prompt' cannot be decoupled"):
+        run("a cat on a mat")
+
+
+def test_style_reaches_only_the_chosen_blocks_and_steps(comfy, region_nodes):
+    """On a tiny F.1 inside core's sampler: a recorder after F1ApplyRegions' own attn2 patch sees, per block and
+    step, which region tokens the cross-attention reads."""
+    from test_adaptive_nodes import f1_patcher
+    patcher, width, extra = f1_patcher(comfy)
+    plain, styled = ctx(1, 3, width), ctx(2, 5, width)
+    region = Region(plain, torch.ones(64, 64), style_context=styled, style_blocks=frozenset({("output", 1)}),
+                    style_steps=(0.0, 0.5))
+    patched = apply(region_nodes, patcher, [region])
+    seen = []
+
+    def record(n, context, value, options):
+        seen.append((options["block"], float(options["sigmas"].max()), context[:, -5:].clone(), context.shape[1]))
+        return n, context, value
+
+    patched.set_model_attn2_patch(record)
+    blocks = {(name, number) for name, number, _ in patcher.get_model_object("diffusion_model").attention_blocks()}
+    assert ("output", 1) in blocks and len(blocks) > 1
+    positive, negative = [[ctx(3, 4, width), dict(extra)]], [[ctx(4, 4, width), dict(extra)]]
+    noise = torch.randn(1, tiny().unet.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    comfy.sample.sample(patched, noise, 2, 3.0, "euler", "karras", positive, negative, torch.zeros_like(noise),
+                        disable_pbar=True, seed=0)
+    first = max(sigma for _, sigma, _, _ in seen)
+    for block, sigma, tail, length in seen:
+        if block == ("output", 1) and sigma == first:  # the style block in the first half of the steps
+            assert length == 4 + 5 and torch.equal(tail[0], styled[0])
+        else:
+            assert length == 4 + 3 and torch.equal(tail[0, -3:], plain[0])
+    assert {b for b, _, _, _ in seen} == blocks and len({s for _, s, _, _ in seen}) == 2
+    with pytest.raises(ValueError, match="sends style to blocks \\[\\('output', 99\\)\\]"):
+        apply(region_nodes, patcher, [replace(region, style_blocks=frozenset({("output", 99)}))])
+    with pytest.raises(ValueError, match="F1RegionalConditioning: input 'regions' has style limited"):
+        region_nodes.F1RegionalConditioning.execute(positive, [region], 0.0, 0.0, 0, 1.0)
 
 
 def test_bad_models_and_widths_get_clear_errors(comfy, region_nodes, core_model):

@@ -78,6 +78,8 @@ class Detection:
     background: str
     width: int
     height: int
+    # [height, width] bool: the pixels of the detected objects (their components), for comparing layouts
+    foreground: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -233,6 +235,7 @@ def detect(image) -> Detection:
     labels, _ = ndimage.label(foreground, structure=np.ones((3, 3)))
     min_area = max(12, MIN_AREA_FRACTION * height * width)
     objects = []
+    kept = np.zeros((height, width), dtype=bool)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
@@ -246,6 +249,7 @@ def detect(image) -> Detection:
         fine = fine_silhouette(delta[y0:y1, x0:x1], component)
         if fine.sum() < SUPERSAMPLE ** 2 * min_area / 2:
             continue
+        kept[y0:y1, x0:x1] |= component
         shape, iou, radius = classify_shape(fine)
         radius /= SUPERSAMPLE
         colour, measured = _colour(component, smooth[y0:y1, x0:x1])
@@ -257,4 +261,4 @@ def detect(image) -> Detection:
                                       int(fine.sum()) // SUPERSAMPLE ** 2, iou,
                                       (x0, y0, x1, y1), tuple(float(v) for v in measured)))
     background = _nearest(background_lab, _BACKGROUND_NAMES, _BACKGROUND_LAB)
-    return Detection(sorted(objects, key=lambda o: (o.y, o.x)), background, width, height)
+    return Detection(sorted(objects, key=lambda o: (o.y, o.x)), background, width, height, kept)

@@ -75,3 +75,10 @@ def score_detection(spec, detection: Detection) -> SpecScore:
     if spec.background and detection.background != spec.background:
         failures.append(f"background {spec.background} wanted, saw {detection.background}")
     return SpecScore(spec.category, spec.rare, not failures, tuple(failures))
+
+
+def layout_iou(a: Detection, b: Detection) -> float:
+    """IoU of two detections' object pixels: how much of one picture's layout the other keeps. Two pictures with
+    no objects at all keep the same (empty) layout: 1."""
+    union = (a.foreground | b.foreground).sum()
+    return float((a.foreground & b.foreground).sum() / union) if union else 1.0
