@@ -39,6 +39,20 @@ def test_detector_reads_every_shape_colour_and_style(style):
         assert abs(found.x - truth.x) < 0.03 and abs(found.y - truth.y) < 0.03
 
 
+def test_detected_objects_pixels_compare_layouts():
+    from f1core.eval.scoring import layout_iou
+    spec = SceneSpec((ObjectSpec("circle", "red", position="left"), ObjectSpec("square", "blue", position="right")))
+    sample, moved = _render(spec, seed=1), _render(spec, seed=2)
+    found = detect(sample.image)
+    truth = (sample.masks.sum(0) > 0.5).numpy()
+    assert (found.foreground & truth).sum() / (found.foreground | truth).sum() > 0.8
+    assert layout_iou(found, detect(sample.image)) == 1.0 and layout_iou(found, detect(moved.image)) < 0.9
+    empty = detect(np.full((128, 128, 3), 0.5, dtype=np.float32))
+    assert not empty.foreground.any() and layout_iou(empty, empty) == 1.0 and layout_iou(found, empty) == 0.0
+    with pytest.raises(ValueError, match="128x128 and 64x64"):
+        layout_iou(found, detect(np.full((64, 64, 3), 0.5, dtype=np.float32)))
+
+
 def test_detector_takes_pil_arrays_and_channel_first_tensors():
     sample = _render("two red stars and a blue circle", seed=2)
     from PIL import Image

@@ -80,5 +80,8 @@ def score_detection(spec, detection: Detection) -> SpecScore:
 def layout_iou(a: Detection, b: Detection) -> float:
     """IoU of two detections' object pixels: how much of one picture's layout the other keeps. Two pictures with
     no objects at all keep the same (empty) layout: 1."""
+    if a.foreground.shape != b.foreground.shape:
+        raise ValueError(f"layout_iou: pictures of {a.width}x{a.height} and {b.width}x{b.height}; compare pictures "
+                         "of one size")
     union = (a.foreground | b.foreground).sum()
     return float((a.foreground & b.foreground).sum() / union) if union else 1.0
