@@ -1,7 +1,7 @@
 // Shows the text an F1 node returns in its UI result (adapter weights, the adaptive schedule's reason, the
 // guidance curve, F1Evaluate's score...) on the node itself. The stock frontend draws `text` results only for
 // core's Preview Any node, so without this the summaries appear nowhere.
-import { app } from "../../scripts/app.js";
+import { app } from "../../../scripts/app.js"; // served at /extensions/ComfyUI-F1/js/
 
 const WIDGET = "f1_result";
 
