@@ -199,18 +199,25 @@ class F1VAE(nn.Module):
         return mean, std
 
     # --- decode ---------------------------------------------------------------------------------------------------
-    def _decode_unclamped(self, latent):
+    def _decode_unclamped(self, latent, bf16: bool = False):
         self._check_latent(latent)
         raw = latent * self._stat(self.latent_std, latent) + self._stat(self.latent_mean, latent)
-        return self.decoder(*self.unpack(raw))
+        if not bf16:
+            return self.decoder(*self.unpack(raw))
+        # oneDNN runs bf16 convolutions fastest on channels-last tensors; in the default layout bf16 gains little
+        with torch.autocast(raw.device.type, dtype=torch.bfloat16):
+            out = self.decoder(*(t.contiguous(memory_format=torch.channels_last) for t in self.unpack(raw)))
+        return out.to(latent.dtype, memory_format=torch.contiguous_format)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Normalised latent -> image clamped to [-1, 1]."""
-        return self._decode_unclamped(latent).clamp(-1.0, 1.0)
+    def decode(self, latent: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """Normalised latent -> image clamped to [-1, 1]. bf16: decode under bfloat16 autocast (faster where the
+        hardware has bf16 arithmetic; benchmarks/vae_decode.py measures the cost in PSNR)."""
+        return self._decode_unclamped(latent, bf16).clamp(-1.0, 1.0)
 
-    def decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 8) -> torch.Tensor:
+    def decode_tiled(self, latent: torch.Tensor, tile: int = 64, overlap: int = 8, bf16: bool = False) -> torch.Tensor:
         self._check_latent(latent)
-        out = tiled_apply(self._decode_unclamped, latent, tile, overlap, scale=self.config.downscale, align=2)
+        out = tiled_apply(lambda part: self._decode_unclamped(part, bf16), latent, tile, overlap,
+                          scale=self.config.downscale, align=2)
         return out.clamp(-1.0, 1.0)
 
     def forward(self, image: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
