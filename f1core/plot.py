@@ -10,14 +10,14 @@ DPI = 100
 NODE_PLOT_SIZE = (640, 400)  # pixels: readable on a node preview and in a saved image
 
 
-def figure(size=NODE_PLOT_SIZE):
-    """(figure, axes) of `size` pixels on an Agg canvas."""
+def figure(size=NODE_PLOT_SIZE, rows: int = 1, cols: int = 1):
+    """(figure, axes) of `size` pixels on an Agg canvas; one axes, or a [rows, cols] array of them."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return fig, fig.subplots() if (rows, cols) == (1, 1) else fig.subplots(rows, cols, squeeze=False)
 
 
 def to_image(fig) -> torch.Tensor:

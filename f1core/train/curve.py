@@ -24,6 +24,7 @@ from ..data.splits import load_split
 from ..eval.diagnose import BATCH, judge, reconstruct, render_truth
 from ..eval.metrics import psnr
 from ..pipeline import F1Pipeline
+from ..plot import figure
 
 CURVE_SCENES = 98      # 14 val scenes per category
 DEFAULT_STEPS = 20     # `python -m f1core.eval model`'s defaults, so the curve ends where the eval starts
@@ -72,12 +73,9 @@ def curve_records(records: list[dict], stage: str | None = None) -> list[dict]:
 def plot_curve(records: list[dict], path, title: str = "") -> Path:
     """Accuracy (overall and per category) against samples seen and against training CPU-hours, a row of
     panels per stage that logged a curve."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = list(dict.fromkeys(r["stage"] for r in curve_records(records)))
-    fig, axes = plt.subplots(max(1, len(stages)), 2, figsize=(11, 3.8 * max(1, len(stages))), squeeze=False)
+    rows = max(1, len(stages))
+    fig, axes = figure((1100, 380 * rows), rows=rows, cols=2)
     for row, stage in zip(axes, stages):
         points = sorted(curve_records(records, stage), key=lambda r: r["samples"])
         keys = ["overall"] + sorted({k for r in points for k in r if k.startswith("acc_")})
@@ -96,6 +94,5 @@ def plot_curve(records: list[dict], path, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.savefig(path)
     return path
