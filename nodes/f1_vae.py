@@ -14,6 +14,7 @@ from ..f1core.models.vae import F1VAE
 from .f1_limits import interruptible
 
 TILE_PIXELS = 512  # images with a side above this encode/decode in overlapping tiles
+DECODE_OVERLAP = 8  # latent pixels shared by neighbouring decode tiles
 
 
 class F1VAEHandle:
@@ -46,10 +47,12 @@ class F1VAEHandle:
                 latent = self.vae.encode(image)
         return latent.to(comfy.model_management.intermediate_device(), torch.float32)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """latent [B,C,h,w] -> IMAGE [B,H,W,3] in 0..1, one batch item at a time with a progress bar."""
+    def decode(self, latent: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """latent [B,C,h,w] -> IMAGE [B,H,W,3] in 0..1, one batch item at a time with a progress bar.
+        bf16: decode under bfloat16 autocast (F1VAE.decode)."""
         comfy.model_management.load_models_gpu([self.patcher])
-        tile = TILE_PIXELS // self.downscale
+        # TILE_PIXELS of image per tile beyond the overlap: 1024² decodes in 2x2 tiles, not 3x3 (2.25x the pixels)
+        tile = TILE_PIXELS // self.downscale + DECODE_OVERLAP
         pbar = comfy.utils.ProgressBar(latent.shape[0])
         images = []
         with torch.inference_mode(), interruptible():  # /interrupt reaches between tiles
@@ -57,9 +60,9 @@ class F1VAEHandle:
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 item = item.to(self.load_device, torch.float32)
                 if max(item.shape[-2:]) > tile:
-                    image = self.vae.decode_tiled(item, tile=tile)
+                    image = self.vae.decode_tiled(item, tile=tile, overlap=DECODE_OVERLAP, bf16=bf16)
                 else:
-                    image = self.vae.decode(item)
+                    image = self.vae.decode(item, bf16=bf16)
                 images.append(((image.clamp(-1, 1) + 1) / 2).movedim(1, -1).float().cpu())
                 pbar.update(1)
         return torch.cat(images)
