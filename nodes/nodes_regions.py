@@ -338,8 +338,8 @@ class F1DecoupledTextEncode(io.ComfyNode):
                              tooltip="Mask height (image pixels), when the masks come from the prompt."),
                 io.String.Input("style_blocks", default=STYLE_BLOCKS,
                                 tooltip="Cross-attention blocks that read the style words: 'all', 'none', or a "
-                                        "list such as 'output 1, output 2'. The default is the blocks measured to "
-                                        "draw style rather than layout on F.1 (benchmarks/README.md)."),
+                                        "list such as 'output 0, output 2'. The default is the block measured to "
+                                        "carry style with the least layout change on F.1 (benchmarks/README.md)."),
                 io.Float.Input("style_start", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Share of the steps before style is read (0: from the first step)."),
                 io.Float.Input("style_end", default=1.0, min=0.0, max=1.0, step=0.05,
