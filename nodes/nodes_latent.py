@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..f1core.quantize import quantize_latent
 from . import f1_limits
 from .f1_inputs import declared_limits_error, raise_if_invalid
+from .f1_vae import core_vae
 from .nodes_loaders import F1Vae
 
 
@@ -142,4 +143,25 @@ class F1VAEDecode(io.ComfyNode):
         return io.NodeOutput(vae.decode(latent, bf16=DECODE_PRECISIONS[precision]))
 
 
-NODES = [F1EmptyLatent, F1VAEEncode, F1VAEDecode]
+class F1VAEToVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="F1VAEToVAE",
+            display_name="F.1 VAE to VAE",
+            category="F1/latent",
+            description="The F.1 VAE as a core VAE, for core's vae sockets: VAE Decode and Encode (and their "
+                        "tiled forms), InpaintModelConditioning, Apply ControlNet. The same weights, not a copy; "
+                        "core's VAE Decode gives the same image as F.1 VAE Decode up to 512 px. F.1 VAE Decode "
+                        "and Encode keep the pack's pixel budget, per-image progress and latent checks.",
+            inputs=[F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint.")],
+            outputs=[io.Vae.Output(tooltip="A core VAE running the F.1 VAE. Images for it must have sides "
+                                           "that are multiples of twice the VAE's scale (16 for /8).")],
+        )
+
+    @classmethod
+    def execute(cls, vae) -> io.NodeOutput:
+        return io.NodeOutput(core_vae(vae))
+
+
+NODES = [F1EmptyLatent, F1VAEEncode, F1VAEDecode, F1VAEToVAE]
