@@ -12,6 +12,11 @@ A run directory holds everything a later session needs to continue:
 State is written every `checkpoint_every` steps, every `checkpoint_minutes`, at the end, and on SIGTERM/SIGINT
 (the current step finishes first). All randomness of a step comes from generators seeded by (seed, step), so a
 resumed run continues exactly, and N ranks under torchrun take the same steps as one process.
+
+Each stage is a `_Stage`: its __init__ is the one place a stage starts (base and saved state read once; the
+subclass's `build` makes its modules; optimisers, EMA and resume follow), and its `images`, `captions`,
+`quantize_bits` and `randn` are the step's draws. Weights leave a stage only through `trainee_parts`, which maps a
+trainee's (or EMA's) state dict to checkpoint parts with the loader's own `split_parts`.
 """
 from __future__ import annotations
 
