@@ -2,6 +2,7 @@
 order against ComfyUI core's samplers, side by side on the same denoisers in one run.
 
     python benchmarks/sampler.py [--threads 2]   # a few minutes on 2 CPU cores
+    python benchmarks/sampler.py --overhead      # only the time outside the U-Net, on the shipped default
 
 Denoisers:
   mixture: an analytic Gaussian-mixture denoiser in a [4, 8, 8] latent space (exact posterior mean), with a
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -43,6 +45,8 @@ FIDELITY = 0.5
 SEED = 0
 SHIPPED = ROOT / "models" / "f1-tiny-scenes.safetensors"
 TRAINED_PROMPT = "a red circle on the left of a blue square"
+UNET_EVENT = "F.1 U-Net forward"  # the torch.profiler range around each U-Net call
+UNET_FILES = ("f1core/models/", "torch/nn/", "comfy/ops.py")  # where the U-Net's own Python runs
 
 
 def rel_error(x, reference) -> float:
@@ -239,15 +243,14 @@ def ratio(sweeps, error=HEADLINE_ERROR):
 
 # ---------------------------------------------------------------- tiny F.1 through core's machinery
 
-def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
-    """The random tiny F.1 with random conditioning, or a trained `checkpoint` with real prompts."""
+def f1_setup(checkpoint=None, batch=4):
+    """The random tiny F.1 with random conditioning, or a trained `checkpoint` with a real prompt at its
+    resolution, as a ComfyUI MODEL whose U-Net calls are counted, timed and marked for torch.profiler."""
     import comfy.sample
-    import comfy.samplers
 
     from f1core.checkpoint import load_checkpoint
     from f1core.make_tiny import make_tiny
-    f1_model = import_pack("nodes.f1_model")
-    guiders, samplers = import_pack("nodes.f1_guider"), import_pack("nodes.f1_sampling")
+    f1_model, guiders = import_pack("nodes.f1_model"), import_pack("nodes.f1_guider")
 
     if checkpoint is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -265,14 +268,14 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
 
     def time_model(apply_model, args):
         start = time.perf_counter()
-        out = apply_model(args["input"], args["timestep"], **args["c"])
+        with torch.profiler.record_function(UNET_EVENT):
+            out = apply_model(args["input"], args["timestep"], **args["c"])
         counter["model_seconds"] += time.perf_counter() - start
         return out
 
     patcher = patcher.clone()
     patcher.set_model_sampler_post_cfg_function(count_guided)
     patcher.set_model_unet_function_wrapper(time_model)
-    sigma_min, sigma_max = guiders.sigma_range(patcher)
 
     if checkpoint is None:
         g = torch.Generator().manual_seed(SEED)
@@ -287,53 +290,146 @@ def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
         positive, negative = ([[text.context[i:i + 1][:, text.mask[i]], {"pooled_output": text.pooled[i:i + 1]}]]
                               for i in (0, 1))
         side = ckpt.config.resolution // ckpt.config.vae.downscale
-    latent = torch.zeros(4, ckpt.config.unet.in_channels, side, side)
-    noise = comfy.sample.prepare_noise(latent, SEED)
+    latent = torch.zeros(batch, ckpt.config.unet.in_channels, side, side)
     guider = guiders.DynamicCFGGuider(patcher, guidance.fidelity_to_curve(FIDELITY))
     guider.set_conds(positive, negative)
+    return SimpleNamespace(patcher=patcher, counter=counter, positive=positive, negative=negative, latent=latent,
+                           noise=comfy.sample.prepare_noise(latent, SEED), guider=guider, side=side,
+                           sigma_range=guiders.sigma_range(patcher))
 
-    def run_with(guider, sampler, sigmas):
-        counter.update(calls=0, model_seconds=0.0)
-        start = time.perf_counter()
-        x = guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=SEED)
-        return x, counter["calls"], time.perf_counter() - start, counter["model_seconds"]
+
+def f1_benchmark(comfy, k, checkpoint=None, label="f1-tiny"):
+    """The error sweeps, then the overhead, on `f1_setup(checkpoint)`."""
+    import comfy.samplers
+    f1 = f1_setup(checkpoint)
+    run_with = setup_runner(f1)
+    sigma_min, sigma_max = f1.sigma_range
 
     def run(fn, steps=None, **options):
         sigmas = karras_sigmas(steps or 2, sigma_min, sigma_max)
-        x, calls, _, _ = run_with(guider, comfy.samplers.KSAMPLER(fn, extra_options=options), sigmas)
+        x, calls, _, _ = run_with(f1.guider, comfy.samplers.KSAMPLER(fn, extra_options=options), sigmas)
         return x, calls
 
     reference, _ = run(k.sample_dpmpp_2m, REFERENCE_STEPS)
     sweeps = sweep_all(run, k, reference, sigma_min, sigma_max)
-
-    # overhead: wall time outside the model over time inside it, core's path against ours
-    core_guider = comfy.samplers.CFGGuider(patcher)
-    core_guider.set_conds(positive, negative)
-    core_guider.set_cfg(4.0)
-    sigmas = karras_sigmas(20, sigma_min, sigma_max)
-    print(f"\n[{label}] overhead per step, 20 steps, batch 4 at {side}x{side} latent (best of 3 runs): "
-          "wall time outside the U-Net over U-Net time")
-    print(f"{'path':>44} {'calls':>6} {'wall s':>8} {'unet s':>8} {'overhead %':>11}")
-    paths = (("core CFGGuider + core dpmpp_2m", core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
-             ("F1DynamicGuider + f1 dpmpp_2m", guider, samplers.make_sampler("dpmpp_2m")),
-             ("F1DynamicGuider + f1 dpmpp_adaptive", guider, samplers.make_sampler("dpmpp_adaptive")),
-             ("F1DynamicGuider + f1 dpmpp_2m + reuse 0.1", guider, samplers.make_sampler("dpmpp_2m", 0.1)))
-    for name, path_guider, sampler in paths:
-        best = min((run_with(path_guider, sampler, sigmas)[1:] for _ in range(3)), key=lambda r: r[1] - r[2])
-        calls, wall, unet = best
-        print(f"{name:>44} {calls:>6d} {wall:>8.3f} {unet:>8.3f} {100 * (wall - unet) / unet:>11.1f}")
+    overhead(f1, label)
     return sweeps
+
+
+def setup_runner(f1):
+    """run_with(guider, sampler, sigmas) -> (x, guided calls, wall s, U-Net s) on the setup's noise and latent."""
+    def run_with(guider, sampler, sigmas):
+        f1.counter.update(calls=0, model_seconds=0.0)
+        start = time.perf_counter()
+        x = guider.sample(f1.noise, f1.latent, sampler, sigmas, disable_pbar=True, seed=SEED)
+        return x, f1.counter["calls"], time.perf_counter() - start, f1.counter["model_seconds"]
+    return run_with
+
+
+# ---------------------------------------------------------------- overhead outside the U-Net
+
+def overhead(f1, label, steps=20, repeats=3):
+    """Wall time outside the U-Net forward, for the sampling nodes' own paths (F1Sampler, core's KSampler, both
+    run as ComfyUI runs them: node execute, previews callback, progress) and for the guider + sampler
+    combinations of SamplerCustomAdvanced. The best of `repeats` runs each; then a torch.profiler trace of the
+    F1Sampler path names where the time outside the U-Net goes."""
+    import comfy.samplers
+    import nodes as core_nodes
+    f1_nodes, samplers = import_pack("nodes.nodes_sampling"), import_pack("nodes.f1_sampling")
+    run_with = setup_runner(f1)
+    sigma_min, sigma_max = f1.sigma_range
+    sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+    core_guider = comfy.samplers.CFGGuider(f1.patcher)
+    core_guider.set_conds(f1.positive, f1.negative)
+    core_guider.set_cfg(4.0)
+    latent = {"samples": f1.latent}
+
+    def timed(sample):
+        f1.counter.update(calls=0, model_seconds=0.0)
+        start = time.perf_counter()
+        sample()
+        return f1.counter["calls"], time.perf_counter() - start, f1.counter["model_seconds"]
+
+    def guided(guider, sampler):
+        return lambda: run_with(guider, sampler, sigmas)
+
+    paths = {
+        "F1Sampler node (core CFGGuider + f1 dpmpp_2m)": lambda: f1_nodes.F1Sampler.execute(
+            f1.patcher, f1.positive, f1.negative, latent, SEED, steps, 4.0, 1.0),
+        "core KSampler node (dpmpp_2m, karras)": lambda: core_nodes.common_ksampler(
+            f1.patcher, SEED, steps, 4.0, "dpmpp_2m", "karras", f1.positive, f1.negative, latent),
+        "core CFGGuider + core dpmpp_2m": guided(core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
+        "F1DynamicGuider + f1 dpmpp_2m": guided(f1.guider, samplers.make_sampler("dpmpp_2m")),
+        "F1DynamicGuider + f1 dpmpp_adaptive": guided(f1.guider, samplers.make_sampler("dpmpp_adaptive")),
+        "F1DynamicGuider + f1 dpmpp_2m + reuse 0.1": guided(f1.guider, samplers.make_sampler("dpmpp_2m", 0.1)),
+    }
+    batch = f1.latent.shape[0]
+    print(f"\n[{label}] overhead, {steps} steps, batch {batch} at {f1.side}x{f1.side} latent (best of {repeats} "
+          "runs): wall time outside the U-Net forward, as a share of wall time and of U-Net time")
+    print(f"| path | calls | wall s | U-Net s | outside, % of wall | % of U-Net |\n|---|---|---|---|---|---|")
+    for name, sample in paths.items():
+        sample()  # warm-up
+        calls, wall, unet = min((timed(sample) for _ in range(repeats)), key=lambda r: (r[1] - r[2]) / r[1])
+        print(f"| {name} | {calls} | {wall:.3f} | {unet:.3f} | {100 * (wall - unet) / wall:.1f} | "
+              f"{100 * (wall - unet) / unet:.1f} |")
+
+    name = next(iter(paths))
+    with torch.profiler.profile() as trace:
+        calls, wall, unet = timed(paths[name])
+    print(f"\n[{label}] where the time outside the U-Net goes, {name} (one profiled run: wall {wall:.3f} s, "
+          f"U-Net {unet:.3f} s)")
+    for what, seconds in outside_unet(trace, wall - unet):
+        print(f"| {what} | {1e3 * seconds:.1f} ms | {100 * seconds / wall:.2f}% of wall |")
+    print(f"\n[{label}] the Python part by source file (cProfile of one more run, own time, the U-Net's modules "
+          "and builtins left out; cProfile slows Python, so read the shares, not the sum)")
+    for what, seconds in python_outside_unet(paths[name]):
+        print(f"| {what} | {1e3 * seconds:.1f} ms |")
+
+
+def outside_unet(trace, outside_seconds, top=8):
+    """[(name, seconds)]: torch ops outside every U-Net forward by their own (self) time, largest first, then
+    the rest of `outside_seconds`, which no op accounts for (Python between ops)."""
+    events = trace.events()
+    unet = [(e.time_range.start, e.time_range.end) for e in events if e.name == UNET_EVENT]
+    own: dict[str, float] = {}
+    for e in events:
+        if e.name != UNET_EVENT and not any(a <= e.time_range.start < b for a, b in unet):
+            own[e.name] = own.get(e.name, 0.0) + e.self_cpu_time_total / 1e6
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])
+    shown = ranked[:top] + [(f"{len(ranked) - top} other ops", sum(v for _, v in ranked[top:]))]
+    return shown + [("Python, no torch op", outside_seconds - sum(own.values()))]
+
+
+def python_outside_unet(sample, top=8):
+    """[(source file, own seconds)] of one profiled `sample()`, largest first, for files outside the U-Net."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.runcall(sample)
+    own: dict[str, float] = {}
+    for (path, _, _), (_, _, seconds, _, _) in pstats.Stats(profiler).stats.items():
+        if path != "~" and not any(part in path for part in UNET_FILES):
+            key = "/".join(Path(path).parts[-2:])
+            own[key] = own.get(key, 0.0) + seconds
+    return sorted(own.items(), key=lambda kv: -kv[1])[:top]
 
 
 def main():
     import argparse
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job is running)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="only the overhead outside the U-Net, on the shipped default as its template runs it "
+                             "(64x64, batch 1, 20 steps)")
     args = parser.parse_args()
     started = time.time()
     comfy = import_comfy()
     import comfy.k_diffusion.sampling as k
     torch.set_num_threads(args.threads)
+    if args.overhead:
+        overhead(f1_setup(SHIPPED, batch=1), "f1-tiny-scenes")
+        print(f"({time.time() - started:.0f} s)")
+        return
     mixture = mixture_benchmark(k)
     print_sweeps("mixture", mixture)
     results = {"mixture": mixture, "f1-tiny": f1_benchmark(comfy, k)}

@@ -123,10 +123,10 @@ class F1VAEDecode(io.ComfyNode):
             inputs=[F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint."),
                     io.Latent.Input("samples", tooltip="An F.1 latent, from a sampler or F1VAEEncode."),
                     io.Combo.Input("precision", options=list(DECODE_PRECISIONS), default="fp32", optional=True,
-                                   tooltip="fp32: the exact decode. bf16: bfloat16 arithmetic, about 1.6x faster "
-                                           "on CPUs with bf16 instructions (AVX512-BF16 or AMX) and on recent "
-                                           "GPUs, within 0.01 dB PSNR of fp32 on the shipped model; slower on "
-                                           "CPUs without them.")],
+                                   tooltip="fp32: the exact decode. bf16: bfloat16 arithmetic, 1.8-3x faster on "
+                                           "CPUs with bf16 instructions (AVX512-BF16 or AMX) and faster on recent "
+                                           "GPUs, 0.02 dB PSNR below fp32 on the shipped model; slower on CPUs "
+                                           "without them.")],
             outputs=[io.Image.Output(tooltip="The decoded image batch.")],
         )
 
