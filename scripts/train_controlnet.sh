@@ -6,6 +6,7 @@
 #
 #   MODEL=models/f1-tiny-scenes-x4.safetensors scripts/train_controlnet.sh
 #   CONDITIONS="edges" STEPS=200 RUN=runs/cn-try scripts/train_controlnet.sh     # a short try
+#   TRAIN_ARGS="--set warmup_steps=50" ...     # further trainer options (TrainConfig fields)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,6 +17,7 @@ OUT_DIR=${OUT_DIR:-models/controlnet}
 CONDITIONS=${CONDITIONS:-edges depth}
 STEPS=${STEPS:-20000}
 BATCH=${BATCH:-16}
+LR=${LR:-1e-4}
 DATA=${DATA:-scenes:4000}
 TRAIN="nice -n 10 $PY -m f1core.train"
 export OMP_NUM_THREADS=1
@@ -29,7 +31,7 @@ if [ -n "${CONTROL_OPTIONS:-}" ] && [ ! -f "$RUN/control_options.json" ]; then
 fi
 mkdir -p "$OUT_DIR"
 for condition in $CONDITIONS; do
-  $TRAIN "control_$condition" "$RUN" --data "$DATA" --steps "$STEPS" --batch-size "$BATCH" --lr 1e-4 --threads 1 \
-      --no-progress --set checkpoint_every=250 --set condition_dropout=0.2
+  $TRAIN "control_$condition" "$RUN" --data "$DATA" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --threads 1 \
+      --no-progress --set checkpoint_every=250 --set condition_dropout=0.2 ${TRAIN_ARGS:-}
   $PY -m f1core.train export-control "$RUN" "control_$condition" "$OUT_DIR/$NAME-$condition.safetensors"
 done

@@ -53,6 +53,28 @@ def test_detected_objects_pixels_compare_layouts():
         layout_iou(found, detect(np.full((64, 64, 3), 0.5, dtype=np.float32)))
 
 
+def test_adherence_reads_a_scene_back_and_punishes_what_breaks_it():
+    """ControlNet++-style measures (f1core.eval.adherence) on the scene's own render (the ceiling), a blank picture
+    and a picture of the same caption with another layout."""
+    from f1core.eval.adherence import adherence, edge_f1, mask_miou
+    spec = SceneSpec((ObjectSpec("circle", "red", position="left"), ObjectSpec("square", "blue", position="right")))
+    sample, moved = render_scene(spec, 64, seed=1), render_scene(spec, 64, seed=2)
+    truth = adherence(sample.image, sample)
+    assert truth["passed"] and truth["edge_f1"] > 0.8 and truth["mask_miou"] > 0.8 and truth["depth_rmse"] < 0.03
+    blank = adherence(sample.image[:1, :1].expand(64, 64, 3).contiguous(), sample)
+    assert blank["edge_f1"] == 0 and blank["mask_miou"] == 0 and blank["depth_rmse"] > 0.2 and not blank["passed"]
+    other = adherence(moved.image, sample)
+    assert other["passed"] and other["mask_miou"] < truth["mask_miou"] - 0.2
+    assert other["edge_f1"] < truth["edge_f1"] - 0.2 and other["depth_rmse"] > truth["depth_rmse"] + 0.02
+    line = torch.zeros(32, 32, dtype=torch.bool)
+    line[10] = True
+    assert edge_f1(line.roll(2, 0), line) == 1.0 and edge_f1(line.roll(3, 0), line) == 0.0
+    assert edge_f1(line.roll(3, 0), line, tolerance=3) == 1.0
+    masks = sample.masks > 0.5
+    assert mask_miou(masks, masks) == 1.0 and mask_miou(masks[:1], masks) == 0.5  # a missing object counts 0
+    assert mask_miou(masks[:0], masks[:0]) == 1.0
+
+
 def test_detector_takes_pil_arrays_and_channel_first_tensors():
     sample = _render("two red stars and a blue circle", seed=2)
     from PIL import Image

@@ -189,6 +189,41 @@ def _check_size(name: str, value) -> int:
     return value
 
 
+def _object_crop(p, xs: torch.Tensor, ys: torch.Tensor, width: int, height: int):
+    """The pixel box around an object (a PlacedObject, or anything with shape, x, y and radius in pixels), its
+    offsets from the centre and its signed distance field there."""
+    cx, cy, r = p.x * width, p.y * height, p.radius
+    top, bottom = max(0, int(cy - r - 2)), min(height, int(cy + r + 3))
+    left, right = max(0, int(cx - r - 2)), min(width, int(cx + r + 3))
+    dy, dx = ys[top:bottom] - cy, xs[:, left:right] - cx
+    dx, dy = dx.expand(bottom - top, -1), dy.expand(-1, right - left)
+    return (top, bottom, left, right), dx, dy, shape_sdf(p.shape, dx, dy, r)
+
+
+def _grid(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.arange(width, dtype=torch.float32)[None, :] + 0.5,
+            torch.arange(height, dtype=torch.float32)[:, None] + 0.5)
+
+
+def draw_layout(objects, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The instance masks [N, H, W] and the depth map [H, W] (1 = near) the engine draws for objects in this order: a
+    receding ground plane, each object a dome standing nearer the lower it sits. Objects are PlacedObjects or anything
+    with shape, x, y (fractions) and radius (pixels at this size), such as the detector's objects: an output's layout
+    and depth are read back this way."""
+    xs, ys = _grid(width, height)
+    masks = torch.zeros(len(objects), height, width)
+    depth = (0.1 + 0.25 * ys / height).expand(height, width).clone()
+    for n, p in enumerate(objects):
+        (top, bottom, left, right), _, _, sdf = _object_crop(p, xs, ys, width, height)
+        silhouette = _coverage(sdf)
+        masks[n, top:bottom, left:right] = silhouette
+        dome = (-sdf / p.radius).clamp(0, 1).sqrt()
+        near = 0.45 + 0.2 * p.y + 0.3 * dome
+        region = depth[top:bottom, left:right]
+        depth[top:bottom, left:right] = region * (1 - silhouette) + near * silhouette
+    return masks, depth.clamp(0, 1)
+
+
 def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 0, avoid=()) -> SceneSample:
     """Render a spec (SceneSpec, dict, JSON string or caption). `avoid` lists attribute combinations
     (e.g. {"colour": "purple", "shape": "star"}) that seeded choices for unset attributes must not produce."""
@@ -201,22 +236,15 @@ def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 
     background = spec.background or rng.choice(BACKGROUNDS)
     placed = _layout(spec, rng, width, height, avoid)
 
-    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
+    xs, ys = _grid(width, height)
     image = _rgb(BACKGROUNDS[background]).expand(height, width, 3).clone()
-    masks = torch.zeros(len(placed), height, width)
     edges = torch.zeros(height, width)
-    depth = (0.1 + 0.25 * ys / height).expand(height, width).clone()  # a receding ground plane
     edge_width = max(1.0, min(width, height) / 128)
 
-    for n, p in enumerate(placed):
+    for p in placed:
         check_stop()
-        cx, cy, r = p.x * width, p.y * height, p.radius
-        top, bottom = max(0, int(cy - r - 2)), min(height, int(cy + r + 3))
-        left, right = max(0, int(cx - r - 2)), min(width, int(cx + r + 3))
-        dy, dx = ys[top:bottom] - cy, xs[:, left:right] - cx
-        dx, dy = dx.expand(bottom - top, -1), dy.expand(-1, right - left)
-        sdf = shape_sdf(p.shape, dx, dy, r)
+        (top, bottom, left, right), dx, dy, sdf = _object_crop(p, xs, ys, width, height)
+        r = p.radius
         silhouette = _coverage(sdf)
         colour = _rgb(COLOURS[p.colour])
         second = secondary_colour(p.colour, background)
@@ -243,12 +271,8 @@ def render_scene(spec, width: int = 128, height: int | None = None, seed: int = 
             fill = colour.expand(bottom - top, right - left, 3)
         crop = image[top:bottom, left:right]
         image[top:bottom, left:right] = crop * (1 - alpha[..., None]) + fill * alpha[..., None]
-        masks[n, top:bottom, left:right] = silhouette
         edges[top:bottom, left:right] = torch.maximum(edges[top:bottom, left:right],
                                                       (1 - sdf.abs() / edge_width).clamp(0, 1))
-        dome = (-sdf / r).clamp(0, 1).sqrt()
-        near = 0.45 + 0.2 * p.y + 0.3 * dome
-        region = depth[top:bottom, left:right]
-        depth[top:bottom, left:right] = region * (1 - silhouette) + near * silhouette
 
-    return SceneSample(spec, background, placed, image.clamp(0, 1), masks, edges, depth.clamp(0, 1))
+    masks, depth = draw_layout(placed, width, height)
+    return SceneSample(spec, background, placed, image.clamp(0, 1), masks, edges, depth)
