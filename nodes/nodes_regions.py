@@ -2,8 +2,9 @@
 (f1core.regions), through core's attention patches: an `attn2_patch` appends the region prompts to the
 context and an `attn2` replace patch per transformer layer attends under the regional key bias. Works on
 F.1 and on core's SD1.5/SDXL-family U-Nets. On FLUX, F1RegionalConditioning writes the same regions into core's
-`attention_mask` cond keys (a joint text-image mask in every block). Core's own ConditioningSetMask stays the
-latent-composition path."""
+`attention_mask` cond keys (a joint text-image mask in every block). F1DecoupledTextEncode builds the regions
+from one prompt, an entity each, with style words read only in chosen blocks. Core's own ConditioningSetMask stays
+the latent-composition path."""
 import logging
 import math
 from dataclasses import replace
