@@ -30,14 +30,24 @@ class F1Pipeline:
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], width: int | None = None, height: int | None = None, steps: int = 20,
-                 cfg: float = 4.0, seed: int = 0, sampler: str = "dpmpp_2m", negative: str = "",
-                 images: torch.Tensor | None = None, denoise: float = 1.0) -> torch.Tensor:
-        """Images [B, 3, H, W] in [0, 1]. Prompt i is seeded with seed + i, so a prompt's image does not
-        depend on what else is in the batch. With `images` ([B, 3, H, W] in [0, 1]) it is image-to-image:
-        their latents are noised to the `denoise` point of the schedule and sampled from there, as in
-        ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise)."""
-        if sampler not in SAMPLERS:
+                 cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "dpmpp_2m", negative: str = "",
+                 images: torch.Tensor | None = None, denoise: float = 1.0, sigmas: torch.Tensor | None = None,
+                 decode: bool = True) -> torch.Tensor:
+        """Images [B, 3, H, W] in [0, 1]. Prompt i is seeded with seed + i (or seed[i], given a list), so a
+        prompt's image does not depend on what else is in the batch. With `images` ([B, 3, H, W] in [0, 1])
+        it is image-to-image: their latents are noised to the `denoise` point of the schedule and sampled from there, as in
+        ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise).
+        sampler: a name in SAMPLERS or a sampler function of the same contract (a with_reuse wrapper).
+        sigmas: an explicit text-to-image schedule (descending, ending in 0) instead of `steps` Karras levels.
+        decode=False returns the latent, e.g. a probe's denoised preview."""
+        if callable(sampler):
+            sample = sampler
+        elif sampler in SAMPLERS:
+            sample = SAMPLERS[sampler]
+        else:
             raise ValueError(f"sampler {sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+        if sigmas is not None and images is not None:
+            raise ValueError("sigmas: an explicit schedule is for text-to-image; img2img takes steps and denoise")
         schedule_steps = full_schedule_steps(steps, denoise)
         if images is not None:
             if images.shape[0] != len(prompts):
@@ -56,19 +66,26 @@ class F1Pipeline:
 
         shape = (self.vae.config.latent_channels, height // self.vae.config.downscale,
                  width // self.vae.config.downscale)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i))
-                             for i in range(batch)]).to(self.device)
+        seeds = [seed + i for i in range(batch)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != batch:
+            raise ValueError(f"seed: {len(seeds)} seeds for {batch} prompts")
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
+                             for s in seeds]).to(self.device)
 
         def guided(x, sigma, **_):
             both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), context=context, y=pooled,
                                  context_mask=mask)
             return cfg_combine(*both.chunk(2), cfg)
 
-        sigmas = self.denoiser.sigmas(schedule_steps)[-(steps + 1):].to(self.device)
+        if sigmas is None:
+            sigmas = self.denoiser.sigmas(schedule_steps)[-(steps + 1):]
+        sigmas = sigmas.to(self.device)
         start = noise * sigmas[0]
         if images is not None:
             start = start + self.vae.encode(images.to(self.device) * 2 - 1)
-        latent = SAMPLERS[sampler](guided, start, sigmas, disable=True)
+        latent = sample(guided, start, sigmas, disable=True)
+        if not decode:
+            return latent
         return ((self.vae.decode(latent) + 1) / 2).clamp(0, 1)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -274,27 +275,82 @@ def sample_dpmpp_adaptive(model, x, sigmas, extra_args=None, callback=None, disa
     return x
 
 
+def _relative_l1(x, x_prev) -> float:
+    return ((x - x_prev).abs().mean() / x_prev.abs().mean().clamp_min(1e-12)).item()
+
+
+@dataclass(frozen=True)
+class ReuseCalibration:
+    """A model's map from the change of a step's input to the change of its output (TeaCache's rescaling,
+    Liu et al. 2024), fitted with `fit` on calibration runs of the model.
+
+    The polynomial (`coefficients`, highest power first) takes the relative L1 change of x between
+    consecutive calls and estimates the relative L1 change of the denoised prediction. The raw input
+    change is a poor proxy of its own: at high noise a large step in x hardly moves the prediction, near
+    the end a small one does, and by how much differs per model. `max_reused_in_row` is the cap tuned
+    with it."""
+    coefficients: tuple[float, ...]
+    max_reused_in_row: int = 2
+
+    def output_change(self, input_change: float) -> float:
+        """The estimated output change, never below 0 (a fitted polynomial can dip there)."""
+        value = 0.0
+        for c in self.coefficients:
+            value = value * input_change + c
+        return max(0.0, value)
+
+    @classmethod
+    def fit(cls, pairs, degree: int = 2, max_reused_in_row: int = 2) -> "ReuseCalibration":
+        """Least squares through [(input change, output change)] pairs, as ChangeTrace records them."""
+        if len(pairs) <= degree:
+            raise ValueError(f"fit needs more than {degree} (input, output) change pairs, got {len(pairs)}")
+        data = torch.tensor(pairs, dtype=torch.float64)
+        powers = torch.stack([data[:, 0] ** k for k in range(degree, -1, -1)], dim=1)
+        solution = torch.linalg.lstsq(powers, data[:, 1:]).solution[:, 0]
+        return cls(tuple(solution.tolist()), max_reused_in_row)
+
+
+class ChangeTrace:
+    """Wraps a denoiser and records, for each call after a trajectory's first, the relative L1 change of x
+    and of the denoised prediction since the previous call: the pairs ReuseCalibration.fit takes."""
+
+    def __init__(self, model):
+        self.model, self.pairs = model, []
+        self._previous = None  # (sigma, x, denoised) of the previous call
+
+    def __call__(self, x, sigma, **extra):
+        level = float(torch.as_tensor(sigma).reshape(-1)[0])
+        out = self.model(x, sigma, **extra)
+        if self._previous is not None and level < self._previous[0] and x.shape == self._previous[1].shape:
+            self.pairs.append((_relative_l1(x, self._previous[1]), _relative_l1(out, self._previous[2])))
+        self._previous = (level, x, out)
+        return out
+
+
 class ReuseCache:
     """Wraps a denoiser, keeping `model(x, sigma, **extra) -> denoised`, and skips calls whose input barely
     changed (the TeaCache / EasyCache idea) by extrapolating the last two real outputs linearly in lambda.
 
-    Change measure: the relative L1 change of x between consecutive calls, mean|x - x_prev| / mean|x_prev|,
-    summed since the last real call. Below `threshold` the call is reused; otherwise the model runs and the
-    sum resets. Never reused: the first two calls (the extrapolation needs two real outputs) and calls at
-    the schedule's smallest positive sigma (the last step, whose prediction becomes the image). A call at
-    a higher sigma than the previous one starts a new trajectory. threshold = 0 never reuses.
-    At most `max_reused_in_row` calls in a row are reused: extrapolating from outputs that were themselves
-    extrapolated drifts, and a high threshold would otherwise skip nearly every call (near-flat images).
-    Wrap the whole (guided) denoiser so one call is one sampler step's evaluation.
+    Change measure, summed since the last real call: without a calibration, the relative L1 change of x
+    between consecutive calls, mean|x - x_prev| / mean|x_prev|; with one, the model's output change that
+    it predicts from that (ReuseCalibration). Below `threshold` the call is reused; otherwise the
+    model runs and the sum resets. Never reused: the first two calls (the extrapolation needs two real
+    outputs) and calls at the schedule's smallest positive sigma (the last step, whose prediction becomes
+    the image). A call at a higher sigma than the previous one starts a new trajectory. threshold = 0
+    never reuses. At most `max_reused_in_row` calls in a row are reused: extrapolating from outputs that
+    were themselves extrapolated drifts, and a high threshold would otherwise skip nearly every call
+    (near-flat images). Wrap the whole (guided) denoiser so one call is one sampler step's evaluation.
     """
 
-    def __init__(self, model, threshold: float, sigmas: torch.Tensor, max_reused_in_row: int | None = 1):
+    def __init__(self, model, threshold: float, sigmas: torch.Tensor, max_reused_in_row: int | None = 1,
+                 calibration: ReuseCalibration | None = None):
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and >= 0 (0 disables reuse), got {threshold}")
         positive = sigmas[sigmas > 0]
         if positive.numel() == 0:
             raise ValueError("sigmas must hold at least one positive noise level")
         self.model, self.threshold, self.max_reused_in_row = model, threshold, max_reused_in_row
+        self.calibration = calibration
         self.last_sigma = float(positive.min())
         self.real_calls = self.reused_calls = 0
         self._reused_in_row = 0
@@ -302,13 +358,16 @@ class ReuseCache:
         self._previous = None  # (sigma, x) of the previous call
         self._accumulated = 0.0
 
+    def _change(self, x) -> float:
+        change = _relative_l1(x, self._previous[1])
+        return change if self.calibration is None else self.calibration.output_change(change)
+
     def __call__(self, x, sigma, **extra):
         level = float(torch.as_tensor(sigma).reshape(-1)[0])
         if self._previous is not None and (level > self._previous[0] or x.shape != self._previous[1].shape):
             self._outputs, self._previous = [], None  # a new trajectory
         if self._previous is not None:
-            x_prev = self._previous[1]
-            self._accumulated += ((x - x_prev).abs().mean() / x_prev.abs().mean().clamp_min(1e-12)).item()
+            self._accumulated += self._change(x)
         self._previous = (level, x)
         lam = -math.log(level)
         if (len(self._outputs) == 2 and level > self.last_sigma * (1 + 1e-6) and self._accumulated < self.threshold
@@ -326,12 +385,13 @@ class ReuseCache:
         return out
 
 
-def with_reuse(sampler, threshold: float, stats=None, max_reused_in_row: int | None = 1):
+def with_reuse(sampler, threshold: float, stats=None, max_reused_in_row: int | None = 1,
+               calibration: ReuseCalibration | None = None):
     """A sampler function (same signature as `sampler`) that runs `sampler` on a ReuseCache of the model.
     `stats`, if a dict, receives real_calls and reused_calls of the latest run."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-        cached = ReuseCache(model, threshold, sigmas, max_reused_in_row)
+        cached = ReuseCache(model, threshold, sigmas, max_reused_in_row, calibration)
         out = sampler(cached, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
         logger.info("reuse cache: %d real model calls, %d reused", cached.real_calls, cached.reused_calls)
         if stats is not None:
@@ -339,6 +399,13 @@ def with_reuse(sampler, threshold: float, stats=None, max_reused_in_row: int | N
         return out
 
     return sample
+
+
+# The rules a node offers: the raw input change (at most one reused call in a row), or the calibration of
+# the shipped default (models/f1-tiny-scenes.safetensors), fitted on val by benchmarks/adaptive.py, which
+# fits and prints one for any checkpoint.
+SHIPPED_REUSE_CALIBRATION = ReuseCalibration((-0.9965, 0.8782, -0.0143), max_reused_in_row=3)
+REUSE_RULES = {"input_change": None, "calibrated": SHIPPED_REUSE_CALIBRATION}
 
 
 SAMPLERS = {

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import kornia
 import torch
 
+from .guidance import sigma_at
+
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) eq. 5: `steps` noise levels spaced in sigma^(1/rho), then a final 0."""
@@ -55,6 +57,10 @@ RELATION_WEIGHT = 2.0   # spatial or action relations are what models most often
 COUNT_WEIGHT = 2.0      # explicit counts likewise
 PROMPT_SCALE = 15.0     # raw score at which the complexity reaches 1 - 1/e ~ 0.63
 
+# The probe denoises down to the geometric middle of the sigma range (progress 0.5 in log sigma): the layout is
+# settled there but the prediction is still cheap to reach in a few coarse steps.
+PROBE_PROGRESS = 0.5
+
 # adaptive_sigmas: Karras rho grows to rho * (1 + RHO_GAIN) at complexity 1, moving steps to low noise
 # where fine detail forms.
 RHO_GAIN = 0.5
@@ -91,6 +97,14 @@ def image_complexity(denoised: torch.Tensor) -> torch.Tensor:
     edge_density = (kornia.filters.sobel(x) > EDGE_THRESHOLD).float().mean(dim=(1, 2, 3))
     w = HIGH_FREQUENCY_WEIGHT
     return (w * high_frequency.clamp(max=1.0) + (1 - w) * edge_density).to(denoised.dtype)
+
+
+def probe_sigmas(probe_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The probe's schedule: probe_steps levels spaced in log sigma from sigma_max down to the probe sigma, then
+    0, so a run over it returns the denoised preview that image_complexity measures (probe_steps model calls)."""
+    if probe_steps < 2:
+        raise ValueError(f"probe_steps must be at least 2 (the first call only sees noise), got {probe_steps}")
+    return exponential_sigmas(probe_steps, sigma_at(PROBE_PROGRESS, sigma_min, sigma_max), sigma_max)
 
 
 def prompt_complexity(prompt: str) -> float:

@@ -9,15 +9,11 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..f1core import guidance, plot, sampling, schedules
+from ..f1core import plot, sampling, schedules
 from . import f1_limits
 from .f1_guider import sigma_range
 
 logger = logging.getLogger(__name__)
-
-# The probe denoises down to the geometric middle of the model's sigma range (progress 0.5 in log sigma):
-# the layout is settled there but the prediction is still cheap to reach in a few coarse steps.
-PROBE_PROGRESS = 0.5
 
 
 def ksampler(name: str, **options) -> comfy.samplers.KSAMPLER:
@@ -45,15 +41,21 @@ def with_lambda_progress(sampler):
     return sample
 
 
-def make_sampler(name: str, reuse_threshold: float = 0.0, reuse_stats: dict | None = None, **options):
-    """A core SAMPLER over f1core's `name`, optionally reusing model outputs (ReuseCache) below the threshold."""
+def make_sampler(name: str, reuse_threshold: float = 0.0, reuse_stats: dict | None = None,
+                 reuse_rule: str = "input_change", **options):
+    """A core SAMPLER over f1core's `name`, optionally reusing model outputs (ReuseCache) below the threshold,
+    by one of sampling.REUSE_RULES."""
     if name not in sampling.SAMPLERS:
         raise ValueError(f"sampler_name must be one of {sorted(sampling.SAMPLERS)}, got {name!r}")
+    if reuse_rule not in sampling.REUSE_RULES:
+        raise ValueError(f"reuse_rule must be one of {list(sampling.REUSE_RULES)}, got {reuse_rule!r}")
     if reuse_threshold <= 0 and name != "dpmpp_adaptive":
         return ksampler(name, **options)
     function = sampling.SAMPLERS[name]
     if reuse_threshold > 0:
-        function = sampling.with_reuse(function, reuse_threshold, reuse_stats)
+        calibration = sampling.REUSE_RULES[reuse_rule]
+        cap = 1 if calibration is None else calibration.max_reused_in_row
+        function = sampling.with_reuse(function, reuse_threshold, reuse_stats, cap, calibration)
     if name == "dpmpp_adaptive":
         function = with_lambda_progress(function)
     return comfy.samplers.KSAMPLER(function, extra_options=options)
@@ -96,9 +98,7 @@ def probe_complexity(node: str, guider, latent: dict, seed: int, probe_steps: in
     if probe_steps < 2:
         raise ValueError(f"{node}: input 'probe_steps' must be at least 2 (the first call only sees noise), "
                          f"got {probe_steps}")
-    sigma_min, sigma_max = sigma_range(guider.model_patcher)
-    probe_sigma = guidance.sigma_at(PROBE_PROGRESS, sigma_min, sigma_max)
-    sigmas = schedules.exponential_sigmas(probe_steps, probe_sigma, sigma_max)  # ends in 0: the preview
+    sigmas = schedules.probe_sigmas(probe_steps, *sigma_range(guider.model_patcher))  # ends in 0: the preview
     preview = run_guided(node, guider, ksampler("dpmpp_2m"), sigmas, latent, seed)["samples"]
     return schedules.image_complexity(preview.float().cpu()), float(sigmas[-2])
 

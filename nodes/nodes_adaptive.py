@@ -18,6 +18,15 @@ logger = logging.getLogger(__name__)
 SDE_SAMPLERS = ("dpmpp_2m_sde", "dpmpp_3m_sde")
 
 
+def _reuse_rule_input():
+    return io.Combo.Input(
+        "reuse_rule", options=list(sampling.REUSE_RULES), default="input_change", optional=True,
+        tooltip="How reuse_threshold is read. input_change: the accumulated relative change of the step's "
+                "input, never two reused calls in a row. calibrated: that change mapped to the model output's "
+                "change by a polynomial fitted to the shipped F.1 default (TeaCache-style), up to three in a "
+                "row; thresholds around 0.2-0.4.")
+
+
 def _steps_inputs():
     return [
         io.Int.Input("min_steps", default=8, min=1, max=1000, tooltip="Steps for the simplest images."),
@@ -36,8 +45,9 @@ class F1SamplerSelect(io.ComfyNode):
             category="F1/sampling",
             description="An f1core sampler as a SAMPLER for SamplerCustomAdvanced (any MODEL). dpmpp_adaptive "
                         "chooses its own steps by error control (the SIGMAS only give the range and first step); "
-                        "reuse_threshold > 0 skips model calls whose input barely changed, never two in a row (so "
-                        "a high threshold cannot skip most steps); dpmpp_adaptive takes at most 200 steps.",
+                        "reuse_threshold > 0 skips model calls whose input barely changed (reuse_rule says how "
+                        "that is measured), never more than a few in a row (so a high threshold cannot skip most "
+                        "steps); dpmpp_adaptive takes at most 200 steps.",
             inputs=[
                 io.Combo.Input("sampler_name", options=list(sampling.SAMPLERS), default="dpmpp_2m",
                                tooltip="DPM-Solver++ 2M/2S/2M-SDE/3M-SDE, Euler, or dpmpp_adaptive (error-controlled "
@@ -51,14 +61,16 @@ class F1SamplerSelect(io.ComfyNode):
                                tooltip="dpmpp_adaptive only: relative error per step."),
                 io.Float.Input("atol", default=0.0078, min=0.0, max=1.0, step=0.0001,
                                tooltip="dpmpp_adaptive only: absolute error per step (latent units)."),
+                _reuse_rule_input(),
             ],
             outputs=[io.Sampler.Output(tooltip="For SamplerCustomAdvanced's sampler input.")],
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name=None, reuse_threshold=None, eta=None, s_noise=None, rtol=None, atol=None):
+    def validate_inputs(cls, sampler_name=None, reuse_threshold=None, eta=None, s_noise=None, rtol=None, atol=None,
+                        reuse_rule=None):
         error = declared_limits_error(cls, sampler_name=sampler_name, reuse_threshold=reuse_threshold, eta=eta,
-                                      s_noise=s_noise, rtol=rtol, atol=atol)
+                                      s_noise=s_noise, rtol=rtol, atol=atol, reuse_rule=reuse_rule)
         if error is None and sampler_name == "dpmpp_adaptive":
             if reuse_threshold is not None and reuse_threshold > 0:
                 error = ("F1SamplerSelect: input 'reuse_threshold' must be 0 with dpmpp_adaptive: its error control "
@@ -68,14 +80,15 @@ class F1SamplerSelect(io.ComfyNode):
         return error or True
 
     @classmethod
-    def execute(cls, sampler_name, reuse_threshold, eta, s_noise, rtol, atol) -> io.NodeOutput:
-        raise_if_invalid(cls.validate_inputs(sampler_name, reuse_threshold, eta, s_noise, rtol, atol))
+    def execute(cls, sampler_name, reuse_threshold, eta, s_noise, rtol, atol,
+                reuse_rule="input_change") -> io.NodeOutput:
+        raise_if_invalid(cls.validate_inputs(sampler_name, reuse_threshold, eta, s_noise, rtol, atol, reuse_rule))
         options = {}
         if sampler_name in SDE_SAMPLERS:
             options = {"eta": eta, "s_noise": s_noise}
         elif sampler_name == "dpmpp_adaptive":
             options = {"rtol": rtol, "atol": atol}
-        return io.NodeOutput(make_sampler(sampler_name, reuse_threshold, **options))
+        return io.NodeOutput(make_sampler(sampler_name, reuse_threshold, reuse_rule=reuse_rule, **options))
 
 
 class F1AdaptiveSigmas(io.ComfyNode):
@@ -242,28 +255,31 @@ class F1AdaptiveKSampler(io.ComfyNode):
                                tooltip="Skip model calls whose input changed less than this; 0 = never."),
                 io.String.Input("prompt", default="", multiline=True, optional=True,
                                 tooltip="Optional prompt text; its complexity is blended into the step choice."),
+                _reuse_rule_input(),
             ],
             outputs=[io.Latent.Output(tooltip="The sampled latent; decode it with F1VAEDecode.")],
         )
 
     @classmethod
     def validate_inputs(cls, seed=None, fidelity=None, min_steps=None, max_steps=None, probe_steps=None,
-                        reuse_threshold=None):
+                        reuse_threshold=None, reuse_rule=None):
         return declared_limits_error(cls, seed=seed, fidelity=fidelity, min_steps=min_steps, max_steps=max_steps,
-                                     probe_steps=probe_steps, reuse_threshold=reuse_threshold) or True
+                                     probe_steps=probe_steps, reuse_threshold=reuse_threshold,
+                                     reuse_rule=reuse_rule) or True
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, fidelity, min_steps, max_steps, probe_steps,
-                reuse_threshold, prompt="") -> io.NodeOutput:
+                reuse_threshold, prompt="", reuse_rule="input_change") -> io.NodeOutput:
         node = "F1AdaptiveKSampler"
-        raise_if_invalid(cls.validate_inputs(seed, fidelity, min_steps, max_steps, probe_steps, reuse_threshold))
+        raise_if_invalid(cls.validate_inputs(seed, fidelity, min_steps, max_steps, probe_steps, reuse_threshold,
+                                             reuse_rule))
         guider = DynamicCFGGuider(model, guidance.fidelity_to_curve(fidelity))
         guider.set_conds(positive, negative)
         complexity, probe_sigma = probe_complexity(node, guider, latent_image, seed, probe_steps)
         sigmas, _, summary = choose_sigmas(node, model, min_steps, max_steps, complexity, prompt,
                                            f"measured on a {probe_steps}-call preview at sigma {probe_sigma:.3g}")
         stats = {}
-        sampler = make_sampler("dpmpp_2m", reuse_threshold, stats)
+        sampler = make_sampler("dpmpp_2m", reuse_threshold, stats, reuse_rule)
         out = run_guided(node, guider, sampler, sigmas, latent_image, seed)
         lines = [summary, guider.describe()]
         if stats:

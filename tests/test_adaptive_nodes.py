@@ -91,9 +91,9 @@ def guider_node(nodes, patcher, positive, negative, **overrides):
     return nodes.F1DynamicGuider.execute(patcher, positive, negative, **args)
 
 
-def sampler_node(nodes, name, reuse_threshold=0.0):
+def sampler_node(nodes, name, reuse_threshold=0.0, reuse_rule="input_change"):
     # loose tolerances: a random model's trajectory is rough and would take the adaptive sampler many steps
-    return nodes.F1SamplerSelect.execute(name, reuse_threshold, 1.0, 1.0, 0.3, 0.1).result[0]
+    return nodes.F1SamplerSelect.execute(name, reuse_threshold, 1.0, 1.0, 0.3, 0.1, reuse_rule).result[0]
 
 
 def sample(custom_sampler, guider, sampler, sigmas, seed):
@@ -102,15 +102,17 @@ def sample(custom_sampler, guider, sampler, sigmas, seed):
     return out.result[0]["samples"]
 
 
-@pytest.mark.parametrize("sampler_name,reuse", [("dpmpp_2m", 0.3), ("dpmpp_adaptive", 0.0)])
-def test_nodes_run_in_sampler_custom_advanced_and_follow_the_seed(nodes, custom_sampler, model, sampler_name, reuse):
+@pytest.mark.parametrize("sampler_name,reuse,rule", [("dpmpp_2m", 0.3, "input_change"), ("dpmpp_2m", 0.3, "calibrated"),
+                                                     ("dpmpp_adaptive", 0.0, "input_change")])
+def test_nodes_run_in_sampler_custom_advanced_and_follow_the_seed(nodes, custom_sampler, model, sampler_name, reuse,
+                                                                  rule):
     patcher, conditioning = model
     guider = guider_node(nodes, patcher, conditioning(1), conditioning(2, tokens=3)).result[0]
     schedule = nodes.F1AdaptiveSigmas.execute(patcher, 3, 6, 2, 0.5, "two cats on a sofa", 7, guider, empty_latent())
     assert "steps" in schedule.ui["text"][0] and "preview" in schedule.ui["text"][0]
     sigmas = schedule.result[0]
     assert 4 <= len(sigmas) <= 7 and sigmas[-1] == 0 and bool((sigmas[:-1] > sigmas[1:]).all())
-    sampler = sampler_node(nodes, sampler_name, reuse)
+    sampler = sampler_node(nodes, sampler_name, reuse, rule)
     first = sample(custom_sampler, guider, sampler, sigmas, seed=3)
     again = sample(custom_sampler, guider, sampler, sigmas, seed=3)
     other = sample(custom_sampler, guider, sampler, sigmas, seed=4)

@@ -23,6 +23,21 @@ def test_images_are_seeded_per_prompt_whatever_the_batch(tiny_path):
     assert not torch.allclose(batch[0], batch[1])
 
 
+def test_explicit_seeds_schedule_sampler_function_and_latent_out(tiny_path):
+    from f1core.sampling import sample_dpmpp_2m
+    pipe = F1Pipeline.from_file(tiny_path)
+    prompts = ["a blue square", "a red circle"]
+    reference = pipe(prompts, width=64, height=64, steps=3, seed=6)
+    sigmas = pipe.denoiser.sigmas(3)
+    same = pipe(prompts, width=64, height=64, seed=[6, 7], sigmas=sigmas, sampler=sample_dpmpp_2m)
+    torch.testing.assert_close(same, reference)
+    latent = pipe(prompts[1:], width=64, height=64, seed=[7], sigmas=sigmas, decode=False)
+    assert latent.shape == (1, pipe.vae.config.latent_channels, 64 // pipe.vae.config.downscale,
+                            64 // pipe.vae.config.downscale)
+    with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
+        pipe(prompts[:1], seed=[1, 2])
+
+
 def test_image_to_image_keeps_the_image_at_low_denoise(tiny_path):
     pipe = F1Pipeline.from_file(tiny_path)
     images = torch.rand(2, 3, 64, 64)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from f1core.sampling import (SAMPLERS, ReuseCache, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s,
+from f1core.sampling import (SAMPLERS, ChangeTrace, ReuseCache, ReuseCalibration, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s,
                              sample_dpmpp_3m_sde, sample_dpmpp_adaptive, sample_euler, with_reuse)
 from f1core.schedules import exponential_sigmas, karras_sigmas
 
@@ -201,6 +201,65 @@ def test_reuse_never_skips_more_calls_in_a_row_than_allowed(problem):
     assert (cached.real_calls, cached.reused_calls) == (7, 5)  # first two real, then alternating, last real
     with pytest.raises(ValueError, match="threshold"):
         ReuseCache(model, math.nan, sigmas)
+
+
+def calibrated(model, x, sigmas, max_reused_in_row=2):
+    """The Gaussian's calibration, fitted on its own full trajectory as benchmarks/adaptive.py fits a model's."""
+    trace = ChangeTrace(model)
+    sample_dpmpp_2m(trace, x.clone(), sigmas, disable=True)
+    assert len(trace.pairs) == len(sigmas) - 2  # one pair per call after the first
+    return ReuseCalibration.fit(trace.pairs, max_reused_in_row=max_reused_in_row)
+
+
+def test_calibration_fits_a_known_polynomial_and_never_goes_negative():
+    pairs = [(c, 0.5 * c * c + 2 * c + 0.01) for c in (0.0, 0.1, 0.2, 0.4, 0.8)]
+    fitted = ReuseCalibration.fit(pairs)
+    assert fitted.coefficients == pytest.approx((0.5, 2.0, 0.01), abs=1e-9)
+    assert ReuseCalibration((-1.0, 0.0)).output_change(0.5) == 0.0
+    with pytest.raises(ValueError, match="pairs"):
+        ReuseCalibration.fit(pairs[:2])
+
+
+def test_calibrated_reuse_threshold_zero_changes_nothing(problem):
+    model, x, _ = problem
+    sigmas = karras(20)
+    cached = ReuseCache(model, 0.0, sigmas, 3, calibrated(model, x, sigmas, 3))
+    assert torch.equal(sample_dpmpp_2m(cached, x.clone(), sigmas, disable=True),
+                       sample_dpmpp_2m(model, x.clone(), sigmas, disable=True))
+    assert (cached.real_calls, cached.reused_calls) == (20, 0)
+
+
+def test_calibrated_reuse_reuses_where_the_output_barely_changes(problem):
+    model, x, exact = problem
+    sigmas = karras(30)
+    calibration = calibrated(model, x, sigmas, 3)
+    seen = []
+
+    def recording(x, sigma, **extra):
+        seen.append(float(sigma[0]))
+        return model(x, sigma, **extra)
+
+    cached = ReuseCache(recording, 0.1, sigmas, calibration.max_reused_in_row, calibration)
+    reuse_error = error(sample_dpmpp_2m, cached, x, exact, sigmas)
+    assert cached.reused_calls >= 0.3 * (cached.real_calls + cached.reused_calls)
+    assert reuse_error <= error(sample_dpmpp_2m, model, x, exact, karras(cached.real_calls))
+    # never more than the cap in a row: between real calls at most 3 of the schedule's levels are skipped
+    real = [levels.index(s) for levels in [sigmas.tolist()] for s in seen]
+    assert max(b - a for a, b in zip(real, real[1:])) <= 1 + calibration.max_reused_in_row
+    assert seen[-1] == sigmas[-2].item()  # the last step is always real
+
+
+def test_calibrated_reuse_skips_less_where_the_model_says_change_is_large(problem):
+    """Same input changes, a calibration that maps them to large output changes: fewer reuses."""
+    model, x, _ = problem
+    sigmas = karras(30)
+    counts = []
+    for scale in (1.0, 10.0):
+        calibration = ReuseCalibration((scale, 0.0), max_reused_in_row=3)  # output change = scale * input change
+        cached = ReuseCache(model, 0.2, sigmas, calibration.max_reused_in_row, calibration)
+        sample_dpmpp_2m(cached, x.clone(), sigmas, disable=True)
+        counts.append(cached.reused_calls)
+    assert counts[0] > counts[1]
 
 
 @pytest.mark.parametrize("rtol, atol", [(math.nan, 0.01), (0.05, math.inf), (0.0, 0.0), (-0.1, 0.01)])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from f1core.schedules import (adaptive_sigmas, exponential_sigmas, image_complexity, karras_sigmas,
+from f1core.schedules import (adaptive_sigmas, exponential_sigmas, image_complexity, karras_sigmas, probe_sigmas,
                               prompt_complexity, steps_for_complexity)
 
 H = W = 32
@@ -103,3 +103,12 @@ def test_schedule_decision_explains_the_choice():
     assert f"{decision.steps} steps" in decision.summary() and "0.700" in decision.summary()
     with pytest.raises(ValueError, match="complexity"):
         adaptive_sigmas(torch.tensor([0.2, 1.3]), 0.002, 80.0, 10, 40)
+
+
+def test_probe_sigmas_run_from_the_top_to_the_middle_of_the_range_and_end_in_zero():
+    sigmas = probe_sigmas(3, 0.002, 80.0)
+    assert len(sigmas) == 4 and sigmas[-1] == 0
+    assert float(sigmas[0]) == pytest.approx(80.0, rel=1e-6)
+    assert float(sigmas[-2]) == pytest.approx(math.sqrt(0.002 * 80.0), rel=1e-5)  # PROBE_PROGRESS 0.5
+    with pytest.raises(ValueError, match="probe_steps"):
+        probe_sigmas(1, 0.002, 80.0)
