@@ -379,3 +379,26 @@ def test_export_vae_starts_new_runs_that_skip_or_continue_the_vae_stage(vae_run,
     assert load_checkpoint(export_vae(run, tmp_path / "vae2.safetensors")).metadata["f1.vae_step"] == "32"
     with pytest.raises(ValueError, match="holds no VAE of this config's shape"):
         create_run(tmp_path / "other", scenes_x4(vocab_size=600), ["a red circle"], vae_from=vae_file)
+
+
+def test_text_from_takes_the_text_side_and_vocabularies_and_nothing_else(vae_run, tmp_path):
+    """init --text-from: pre-trained text towers and adapter (with their vocabularies) in a fresh run whose
+    U-Net and VAE are a new random init; a checkpoint of another text shape is refused."""
+    from f1core.config import scenes
+    data = ToyDataset()
+    source_run = _copy_run(vae_run, tmp_path / "source")
+    train(source_run, data, _diffusion_config(3), progress=False)
+    source = load_checkpoint(export(source_run, tmp_path / "source.safetensors"))
+    fresh = load_checkpoint(create_run(tmp_path / "fresh", _small_tiny(), ["a blue square"], seed=1))
+    run = load_checkpoint(create_run(tmp_path / "text", _small_tiny(), ["a blue square"], seed=1,
+                                     text_from=tmp_path / "source.safetensors"))
+    for key, value in run.text.state_dict().items():
+        torch.testing.assert_close(value, source.text.state_dict()[key], rtol=0, atol=0, msg=key)
+    for part in ("unet", "vae"):
+        for key, value in getattr(run, part).state_dict().items():
+            torch.testing.assert_close(value, getattr(fresh, part).state_dict()[key], rtol=0, atol=0, msg=key)
+    assert run.text.tokenize(["a red circle"]).clip_ids.equal(source.text.tokenize(["a red circle"]).clip_ids)
+    assert run.metadata["f1.text_from"] == "source.safetensors"
+    with pytest.raises(ValueError, match="holds no text encoder of this config's shape"):
+        create_run(tmp_path / "other", scenes(vocab_size=600), ["a red circle"],
+                   text_from=tmp_path / "source.safetensors")

@@ -80,6 +80,9 @@ def main(argv=None):
                       help="override a preset field, e.g. unet.attention_levels=[2] or unet.model_channels=96")
     init.add_argument("--vae-from", metavar="VAE_CKPT",
                       help="take the VAE from a checkpoint written by export-vae (same preset's VAE shape)")
+    init.add_argument("--text-from", metavar="CKPT",
+                      help="take the text towers, adapter and vocabularies from an F.1 checkpoint of the same "
+                           "text shape (pre-trained text instead of a random init)")
     init.add_argument("--from", dest="init_from", metavar="CKPT",
                       help="start from a trained F.1 checkpoint's weights, config and vocabularies (--preset, "
                            "--vocab-size and --data are then unused)")
@@ -114,7 +117,8 @@ def main(argv=None):
         config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()
         config = f1config.with_overrides(config, parse_config_overrides(args.config))
         dataset = make_dataset(args.data, config.resolution)
-        print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed, vae_from=args.vae_from))
+        print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed, vae_from=args.vae_from,
+                         text_from=args.text_from))
         return
     if args.command == "export":
         print(export(args.run_dir, args.out_path))

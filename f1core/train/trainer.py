@@ -53,7 +53,7 @@ STAGES = ("vae", "diffusion", "decoder", "control_edges", "control_depth", "cont
 BASE_NAME = "base.safetensors"
 LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
-VAE_FROM_KEY = "f1.vae_from"     # base metadata of a run whose VAE comes from a VAE checkpoint (export_vae)
+VAE_FROM_KEY = "f1.vae_from"     # (_part_from writes f"f1.{part}_from") base metadata of a run whose VAE comes from a VAE checkpoint (export_vae)
 CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
 # Where each checkpoint part sits in a trainee's state dict (and so in its EMA): the trainees' attribute names,
 # named here only, so export and the stages that read another stage's weights go through `trainee_parts`.
@@ -108,31 +108,43 @@ class TrainConfig:
 
 
 # --- run directory ----------------------------------------------------------------------------------------------
-def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_from=None) -> Path:
+def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_from=None, text_from=None) -> Path:
     """Start a run: build vocabularies over `corpus` and save the random init with them as base.safetensors.
     `vae_from`, a VAE checkpoint (`export_vae`), supplies the VAE: the diffusion stage can start at once, or
-    the vae stage continues training it."""
+    the vae stage continues training it. `text_from`, any F.1 checkpoint with a text part of this config's
+    shape, supplies the text towers and adapter with their vocabularies (pre-trained text, a sweep choice)."""
     run_dir = Path(run_dir)
     base = run_dir / BASE_NAME
     if base.exists():
         raise ValueError(f"run_dir: {run_dir} already holds a run; resume it or choose a new directory")
     extra = {"f1.description": "training run init"}
-    if vae_from is not None:
-        source = load_checkpoint(vae_from, parts=("vae",))
-        if source.vae is None or source.config.vae != config.vae:
-            raise ValueError(f"--vae-from: {Path(vae_from).name} holds no VAE of this config's shape "
-                             f"({config.vae}); export one from a run of the same preset")
-        extra[VAE_FROM_KEY] = Path(vae_from).name
-        extra["f1.vae_step"] = source.metadata.get("f1.vae_step", "0")   # export_vae counts on from it
-    clip_vocab = build_vocab(corpus, config.text.clip.vocab_size, style="clip")
-    roberta_vocab = build_vocab(corpus, config.text.roberta.vocab_size, style="roberta")
-    metadata = dict(zip(VOCAB_KEYS, (*clip_vocab, *roberta_vocab)))
+    sources = {name: _part_from(path, name, config, extra)
+               for name, path in (("vae", vae_from), ("text", text_from)) if path is not None}
+    if "vae" in sources:
+        extra["f1.vae_step"] = sources["vae"].metadata.get("f1.vae_step", "0")   # export_vae counts on from it
+    if "text" in sources:
+        metadata = {k: sources["text"].metadata[k] for k in VOCAB_KEYS}
+    else:
+        clip_vocab = build_vocab(corpus, config.text.clip.vocab_size, style="clip")
+        roberta_vocab = build_vocab(corpus, config.text.roberta.vocab_size, style="roberta")
+        metadata = dict(zip(VOCAB_KEYS, (*clip_vocab, *roberta_vocab)))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         parts = {name: build_part(name, config, metadata) for name in ("unet", "vae", "text")}
-    if vae_from is not None:
-        parts["vae"] = source.vae
+    parts.update({name: getattr(source, name) for name, source in sources.items()})
     return save_checkpoint(base, config, **parts, extra_metadata=extra)
+
+
+def _part_from(path, name: str, config: F1Config, extra: dict):
+    """The checkpoint at `path`, loaded for its `name` part, which must match the run's config; its file name
+    goes into the run's metadata (f1.vae_from / f1.text_from)."""
+    source = load_checkpoint(path, parts=(name,))
+    if getattr(source, name) is None or getattr(source.config, name) != getattr(config, name):
+        label = {"vae": "VAE", "text": "text encoder"}[name]
+        raise ValueError(f"--{name}-from: {Path(path).name} holds no {label} of this config's shape "
+                         f"({getattr(config, name)}); use a checkpoint of the same preset")
+    extra[f"f1.{name}_from"] = Path(path).name
+    return source
 
 
 def create_run_from_checkpoint(run_dir, checkpoint_path) -> Path:
