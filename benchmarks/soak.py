@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfy_host import ComfyServer, error_message  # noqa: E402
-from workflows import api_workflows, strip_meta  # noqa: E402
+from workflows import runnable_workflows, strip_meta  # noqa: E402
 
 SEED_INPUTS = ("seed", "noise_seed")
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args(argv)
 
-    graphs = {path.stem: strip_meta(json.loads(path.read_text())) for path in api_workflows()}
+    graphs = {path.stem: strip_meta(json.loads(path.read_text())) for path in runnable_workflows()}
     names = sorted(graphs)
     workdir = Path(tempfile.mkdtemp(prefix="f1-soak-"))
     with ComfyServer(workdir=workdir) as server:

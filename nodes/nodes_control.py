@@ -47,7 +47,8 @@ class F1ControlNetLoader(io.ComfyNode):
     def validate_inputs(cls, control_net_name):
         if not isinstance(control_net_name, str) or control_net_name not in checkpoint_names(FOLDER):
             return (f"F1ControlNetLoader: input 'control_net_name' '{control_net_name}' is not listed; put the "
-                    ".safetensors file in models/f1_controlnet and press R to refresh")
+                    ".safetensors file in models/f1_controlnet and press R to refresh "
+                    "(scripts/train_controlnet.sh trains one for an F.1 checkpoint)")
         return True
 
     @classmethod

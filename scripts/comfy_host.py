@@ -142,12 +142,14 @@ class ComfyServer:
             raise RuntimeError(f"/prompt rejected the workflow ({status}): {json.dumps(body)[:2000]}")
         return self.wait(body["prompt_id"], timeout)
 
-    def output_images(self, entry: dict) -> list[Path]:
+    def output_images(self, entry: dict, kind: str = "output") -> list[Path]:
+        """The saved images of a run (kind "temp": the previews)."""
+        folder = {"output": self.output_dir, "temp": self.workdir / "temp" / "temp"}[kind]  # ComfyUI adds "temp"
         paths = []
         for node_output in entry.get("outputs", {}).values():
             for image in node_output.get("images", []):
-                if image.get("type") == "output":
-                    paths.append(self.output_dir / image.get("subfolder", "") / image["filename"])
+                if image.get("type") == kind:
+                    paths.append(folder / image.get("subfolder", "") / image["filename"])
         return paths
 
 
