@@ -19,26 +19,28 @@ BATCH=${BATCH:-32}
 CURVE_EVERY=${CURVE_EVERY:-8000}
 TRAIN="nice -n 10 $PY -m f1core.train"
 
-# name | init --config overrides | diffusion-stage arguments
+# name | extra init arguments | diffusion-stage arguments
 VARIANTS=${VARIANTS:-"
 base||--lr 3e-4
-attention-4x4-only|unet.attention_levels=[2] unet.cross_scale_levels=[2]|--lr 3e-4
-high-noise|--lr 3e-4 --set p_mean=-0.4
+attention-4x4-only|--config unet.attention_levels=[2] --config unet.cross_scale_levels=[2]|--lr 3e-4
+lr-1e-3||--lr 1e-3
+text-pretrained|--text-from models/f1-tiny-scenes.safetensors|--lr 3e-4
+high-noise||--lr 3e-4 --set p_mean=-0.4
 "}
 
 mkdir -p "$SWEEP"
 [ -f "$SWEEP/vae.pt" ] || cp "$SRC/vae.pt" "$SWEEP/vae.pt"   # one VAE snapshot for every variant
 first=""
-while IFS='|' read -r name overrides train_args; do
+while IFS='|' read -r name init_args train_args; do
   [ -n "$name" ] || continue
   run=$SWEEP/$name
   if [ ! -f "$run/base.safetensors" ]; then
-    config_args=(); for o in $overrides; do config_args+=(--config "$o"); done
-    $PY -m f1core.train init "$run" --preset "$PRESET" --data "$DATA" "${config_args[@]}"
+    # shellcheck disable=SC2086
+    $PY -m f1core.train init "$run" --preset "$PRESET" --data "$DATA" $init_args
     ln -f "$SWEEP/vae.pt" "$run/vae.pt"
   fi
   if [ -n "$first" ] && [ -f "$first/latents.pt" ] && [ ! -f "$run/latents.pt" ]; then ln -f "$first/latents.pt" "$run/latents.pt"; fi
-  echo "sweep: $name ($overrides $train_args)"
+  echo "sweep: $name ($init_args $train_args)"
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 $TRAIN diffusion "$run" --data "$DATA" --steps 1000000 --batch-size "$BATCH" --threads 1 \
       --no-progress $train_args --set cpu_hours="$CPU_HOURS" --set curve_every="$CURVE_EVERY" || [ $? -eq 3 ]
