@@ -190,9 +190,9 @@ def table(args):
         for name, (control, condition) in controls.items():
             image, step_s = sampler(prompt, side, index, control, scene_hint(sample, condition), args.strength)
             rows[name].append({**adherence(image, sample), "category": spec.category, "step_s": step_s})
-        print(f"[{index + 1}/{len(specs)}] {time.time() - started:.0f}s " + "  ".join(
-            f"{name.split()[0]}: miou {r[-1]['mask_miou']:.2f} edge {r[-1]['edge_f1']:.2f}" for name, r in rows.items()),
-            flush=True)
+        progress = "  ".join(f"{name.split()[0]}: miou {r[-1]['mask_miou']:.2f} edge {r[-1]['edge_f1']:.2f}"
+                             for name, r in rows.items())
+        print(f"[{index + 1}/{len(specs)}] {time.time() - started:.0f}s {progress}", flush=True)
 
     def mean(values):
         values = [float(v) for v in values]

@@ -8,7 +8,7 @@ from PIL import Image
 
 from comfy_host import error_message
 from comfy_inprocess import import_comfy, import_pack
-from workflows import api_workflows, runnable_workflows, strip_meta, ui_to_api, ui_twin
+from workflows import api_workflows, missing_weights, runnable_workflows, strip_meta, ui_to_api, ui_twin
 
 SHIPPED_CKPT = "f1-tiny-scenes.safetensors"  # the trained default in the pack's models/, loaded by the workflows
 
@@ -51,6 +51,15 @@ def test_api_workflow_renders_a_png_of_the_requested_size(server, path):
     image = np.asarray(Image.open(images[0]))
     assert image.shape == (size_node["inputs"]["height"] * scale, size_node["inputs"]["width"] * scale, 3)
     assert image.std() > 1.0  # not a flat (e.g. NaN-turned-black) image
+
+
+@pytest.mark.parametrize("path", sorted(set(api_workflows()) - set(runnable_workflows())), ids=lambda p: p.stem)
+def test_a_template_awaiting_its_controlnet_says_which_file_is_missing(server, path):
+    graph = strip_meta(json.loads(path.read_text()))
+    status, body = server.queue(graph)  # the rest of the graph (its hint preview) may still run
+    for node_id, name in missing_weights(graph).items():
+        details = " ".join(e.get("details", "") for e in body["node_errors"][node_id]["errors"])
+        assert name in details and "train_controlnet.sh" in details, (status, body)
 
 
 @pytest.mark.parametrize("path", api_workflows(), ids=lambda p: p.stem)
