@@ -20,6 +20,13 @@ TINY_CONTROLNET = "f1-tiny-random-edges.safetensors"  # a random F.1 ControlNet 
 
 
 @pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI core imported in-process (tests/comfy_inprocess.py), for tests that call core's nodes directly."""
+    from comfy_inprocess import import_comfy
+    return import_comfy()
+
+
+@pytest.fixture(scope="session")
 def f1_models(tmp_path_factory):
     """A models/f1 folder with a tiny random checkpoint (built here; nothing is downloaded) and a corrupt one."""
     from f1core.make_tiny import make_tiny

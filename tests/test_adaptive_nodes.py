@@ -5,16 +5,11 @@ import math
 import pytest
 import torch
 
-from comfy_inprocess import import_comfy, import_pack
+from comfy_inprocess import import_pack
 from f1core.config import tiny
 from f1core.models.unet import F1UNet
 
 CONTEXT_DIM = 32
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,11 @@ exactly f1core's EDM denoiser, and core's samplers must run on it."""
 import pytest
 import torch
 
-from comfy_inprocess import import_comfy, import_pack
+from comfy_inprocess import import_pack
 from f1core.config import tiny
 from f1core.diffusion import F1Denoiser
 from f1core.models.unet import F1UNet
 from f1core import sampling
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
 
 
 @pytest.fixture(scope="module")

@@ -184,12 +184,6 @@ def test_layouts_become_contours_depth_and_silhouettes():
 # ---- inside core: Apply ControlNet (Advanced) on a tiny F.1 and a tiny core SD1.5-architecture model --------------
 
 @pytest.fixture(scope="module")
-def comfy():
-    from comfy_inprocess import import_comfy
-    return import_comfy()
-
-
-@pytest.fixture(scope="module")
 def glue(comfy):
     from comfy_inprocess import import_pack
     return import_pack("nodes.f1_control")

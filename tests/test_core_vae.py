@@ -2,14 +2,9 @@
 import pytest
 import torch
 
-from comfy_inprocess import import_comfy, import_pack
+from comfy_inprocess import import_pack
 from f1core.config import scenes_x4, tiny
 from f1core.models.vae import F1VAE
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
 
 
 @pytest.fixture(scope="module")

@@ -290,12 +290,6 @@ def test_host_attention_function_is_used(unet):
 # ---- the nodes inside core's sampler: tiny F.1 and a tiny core SD1.5-architecture U-Net ------------------------
 
 @pytest.fixture(scope="module")
-def comfy():
-    from comfy_inprocess import import_comfy
-    return import_comfy()
-
-
-@pytest.fixture(scope="module")
 def region_nodes(comfy):
     from comfy_inprocess import import_pack
     return import_pack("nodes.nodes_regions")
