@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from f1core.train.curve import curve_records  # noqa: E402
+from f1core.plot import figure  # noqa: E402
 from f1core.train.logplot import read_jsonl  # noqa: E402
 
 
@@ -41,19 +42,21 @@ def main(argv=None) -> int:
         print(f"| {name} | {last['cpu_hours']:.2f} | {last['samples']} | {last['overall']:.3f} | "
               + " | ".join(f"{last.get(k, float('nan')):.2f}" for k in keys) + " |")
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in curves.items():
-        ax.plot([p["cpu_hours"] for p in points], [p["overall"] for p in points], marker="o", ms=3, label=name)
-    ax.set_xlabel("training CPU-hours")
-    ax.set_ylabel("judge accuracy, 98 val scenes")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # accuracy, and the attribute recalls that move before whole scenes pass (early runs rank by them)
+    panels = (("overall", "judge accuracy"), ("recall_colour", "colour recall"), ("recall_background", "background recall"))
+    fig, axes = figure((1200, 380), cols=len(panels))
+    for ax, (key, label) in zip(axes[0], panels):
+        for name, points in curves.items():
+            ax.plot([p["cpu_hours"] for p in points], [p.get(key, float("nan")) for p in points], marker="o", ms=3,
+                    label=name)
+        ax.set_xlabel("training CPU-hours")
+        ax.set_ylabel(f"{label}, 98 val scenes")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out.with_suffix(".png"), dpi=90)
+    fig.savefig(args.out.with_suffix(".png"))
     print(f"chart: {args.out.with_suffix('.png')}")
     name, points = max(curves.items(), key=lambda item: item[1][-1]["overall"])
     print(f"best: {name} overall {points[-1]['overall']:.3f} at {points[-1]['cpu_hours']:.2f} CPU-hours")
