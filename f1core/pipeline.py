@@ -35,8 +35,8 @@ class F1Pipeline:
                  decode: bool = True) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1]. Prompt i is seeded with seed + i (or seed[i], given a list), so a
         prompt's image does not depend on what else is in the batch. With `images` ([B, 3, H, W] in [0, 1])
-        it is image-to-image: their latents are noised to the `denoise` point of the schedule and sampled from there, as in
-        ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise).
+        it is image-to-image: their latents are noised to the `denoise` point of the schedule and sampled from
+        there, as in ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise).
         sampler: a name in SAMPLERS or a sampler function of the same contract (a with_reuse wrapper).
         sigmas: an explicit text-to-image schedule (descending, ending in 0) instead of `steps` Karras levels.
         decode=False returns the latent, e.g. a probe's denoised preview."""
