@@ -73,7 +73,7 @@ def control_config_for(f1_config, condition: str = "edges", **overrides) -> Cont
 
 
 class HintStem(nn.Module):
-    """Hint image [B, C, H*d, W*d] in [0, 1] -> features at the latent's size: strided convolutions, the last
+    """Hint image [B, C, H*d, W*d] in [0, 1] -> features at H x W: strided convolutions, the last
     zero-initialised (with the output convolutions, the ControlNet starts as a no-op)."""
 
     def __init__(self, in_ch, out_ch, downscale, operations=None, device=None, dtype=None):
@@ -102,7 +102,9 @@ class F1ControlNet(nn.Module):
         kw = dict(operations=operations, device=device, dtype=dtype)
         encoder = config.encoder_config()
         self.encoder = F1Encoder(encoder, **kw)
-        self.hint = HintStem(config.hint_channels, encoder.model_channels, config.downscale, **kw)
+        # to the U-Net's first grid: the latent's size, or less where the U-Net reads latent patches
+        self.hint = HintStem(config.hint_channels, encoder.model_channels, config.downscale * encoder.patch_size,
+                             **kw)
         targets = encoder_skip_channels(config.unet)
         self.zero_convs = nn.ModuleList(ops.Conv2d(cin, cout, 1, device=device, dtype=dtype)
                                         for cin, cout in zip(self.encoder.skip_channels, targets))

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from f1core.config import scenes, scenes_x4, tiny
+from f1core.config import scenes, scenes_x4, scenes_x4_patch, tiny
 from f1core.control import (ControlConfig, F1ControlNet, check_size, control_config_for, load_control,
                             parameter_count, random_control, save_control)
 from f1core.data.scenes import render_scene
@@ -42,11 +42,13 @@ def scene_hint(h=11, w=9, condition="edges"):
 
 # ---- the network ----------------------------------------------------------------------------------------------
 
-def test_residuals_fit_every_skip_and_start_at_zero():
-    config = tiny()
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_residuals_fit_every_skip_and_start_at_zero(patch_size):
+    config = dataclasses.replace(tiny(), unet=dataclasses.replace(tiny().unet, patch_size=patch_size))
     unet, control = random_unet(config.unet), F1ControlNet(control_config_for(config))
-    x, t, ctx, y = unet_inputs()
-    out = control(x, scene_hint(), t, ctx, y)
+    h, w = 11 * patch_size, 9 * patch_size   # odd grids at the U-Net's own resolution
+    x, t, ctx, y = unet_inputs(h, w)
+    out = control(x, scene_hint(h, w), t, ctx, y)
     _, skips, _ = unet.encode(x, unet.embed(t, y, x.dtype, {}), ctx, {})  # the U-Net's own skips, taken live
     assert [r.shape for r in out["output"]] == [s.shape for s in skips] and out["input"] == []
     assert out["middle"][0].shape == skips[-1].shape
@@ -80,7 +82,7 @@ def test_gradients_reach_the_controlnet_from_the_denoising_loss():
     assert control.zero_convs[0].weight.abs().max() > 0 and control.hint.out.weight.abs().max() > 0
 
 
-@pytest.mark.parametrize("preset", [tiny, scenes, scenes_x4])
+@pytest.mark.parametrize("preset", [tiny, scenes, scenes_x4, scenes_x4_patch])
 def test_size_is_within_a_quarter_of_the_unet(preset):
     config = preset()
     with torch.device("meta"):

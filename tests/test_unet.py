@@ -35,6 +35,16 @@ def test_output_shape_matches_input_for_even_and_odd_sizes():
         assert out.shape == x.shape
 
 
+def test_a_patched_unet_reads_2x2_latent_patches_and_refuses_odd_latents():
+    unet = make_unet(patch_size=2)
+    x = torch.randn(1, 6, 16, 12)
+    out = unet(x, torch.zeros(1), context=torch.randn(1, 5, 64), y=torch.randn(1, 64))
+    assert out.shape == x.shape
+    assert unet.conv_in.in_channels == 4 * 6 and unet.conv_out.out_channels == 4 * 6
+    with pytest.raises(ValueError, match="multiple of 2"):
+        unet(torch.randn(1, 6, 13, 12), torch.zeros(1), context=torch.randn(1, 5, 64), y=torch.randn(1, 64))
+
+
 def test_same_seed_same_weights_and_output():
     x, t, ctx, y = inputs()
     a, b = make_unet(seed=3), make_unet(seed=3)

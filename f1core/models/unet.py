@@ -144,7 +144,8 @@ class F1Encoder(nn.Module):
                        if config.cross_scale_levels else None)
 
         # Entries are (module, level). Like core's UNetModel, every entry leaves a skip.
-        self.conv_in = ops.Conv2d(config.in_channels, ch, 3, padding=1, device=device, dtype=dtype)
+        self.conv_in = ops.Conv2d(config.in_channels * config.patch_size ** 2, ch, 3, padding=1, device=device,
+                                  dtype=dtype)
         self.input_blocks = nn.ModuleList()
         self._input_levels = []
         self.skip_channels = encoder_skip_channels(config)
@@ -165,6 +166,13 @@ class F1Encoder(nn.Module):
         return ConvFormerBlock(cin, cout, self.emb_dim, config, level in config.attention_levels, cs,
                                self.memory_dim, **self._kw, attention_fn=self._attention_fn)
 
+    def patchify(self, x):
+        p = self.config.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"F1UNet: the latent is {x.shape[-2]}x{x.shape[-1]}, but this model reads {p}x{p} "
+                             f"patches; use a size whose latent is a multiple of {p}")
+        return F.pixel_unshuffle(x, p) if p > 1 else x
+
     def embed(self, timesteps, y, dtype, transformer_options):
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         for patch in transformer_options.get("patches", {}).get("emb_patch", []):
@@ -178,7 +186,7 @@ class F1Encoder(nn.Module):
         `added` (features at conv_in's width) is summed into conv_in's output: a ControlNet's hint."""
         patches = transformer_options.get("patches", {})
         transformer_options["block"] = ("input", 0)
-        h = apply_control(self.conv_in(x), control, "input")
+        h = apply_control(self.conv_in(self.patchify(x)), control, "input")
         if added is not None:
             h = h + added
         skips = [h]
@@ -236,7 +244,8 @@ class F1UNet(F1Encoder):
                     self._output_upsample[str(len(self.output_blocks) - 1)] = Upsample(cur, **kw)
 
         self.out_norm = ops.GroupNorm(_groups(cur), cur, eps=1e-6, device=device, dtype=dtype)
-        self.conv_out = ops.Conv2d(cur, config.in_channels, 3, padding=1, device=device, dtype=dtype)
+        self.conv_out = ops.Conv2d(cur, config.in_channels * config.patch_size ** 2, 3, padding=1, device=device,
+                                   dtype=dtype)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -276,4 +285,5 @@ class F1UNet(F1Encoder):
             upsample = self._output_upsample[str(index)] if str(index) in self._output_upsample else None
             if upsample is not None:
                 h = upsample(h, output_size=skips[-1].shape[-2:])
-        return self.conv_out(F.silu(self.out_norm(h)))
+        out = self.conv_out(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, self.config.patch_size) if self.config.patch_size > 1 else out
