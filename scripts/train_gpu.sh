@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT=${OUT:-output/gpu}
 RUN=${RUN:-/tmp/f1-gpu-run}
-PRESET=${PRESET:-scenes_x4}
+PRESET=${PRESET:-scenes_x4_patch}
 # the committed /4 VAE (training/, 6,000 CPU steps, val 33.2 dB) lets the whole budget go to the U-Net, the part
 # that lags; VAE_FROM= (empty) trains a VAE from scratch first
 VAE_FROM=${VAE_FROM-training/f1-scenes-x4-vae.safetensors}
@@ -37,7 +37,7 @@ stage() {  # a budget that ends a stage early is its normal end here (exit statu
     ${VAE_FROM:+--vae-from "$VAE_FROM"} || exit 1
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
-stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr 6e-4 \
+stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr 6e-4 --set p_mean=-0.4 \
     --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
 $TRAIN export "$RUN" "$OUT/f1-gpu.safetensors" || exit 1
 split -b 15M -d "$OUT/f1-gpu.safetensors" "$OUT/f1-gpu.safetensors.part-" && rm "$OUT/f1-gpu.safetensors"
