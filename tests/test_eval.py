@@ -4,12 +4,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from f1core.data import splits
 from f1core.data.scenes import render_scene
 from f1core.data.spec import COLOURS, SHAPES, STYLES, ObjectSpec, Relation, SceneSpec
 from f1core.eval import (InceptionFeatures, InceptionUnavailable, clip_score, detect, detector_features,
-                         evaluate_renderer, frechet_distance, psnr, score_detection, ssim, write_report)
+                         evaluate_renderer, fid, frechet_distance, psnr, score_detection, ssim, write_report)
+from f1core.eval import metrics
 from f1core.eval.__main__ import main
 from f1core.eval.detector import DetectedObject, Detection
 from f1core.eval.metrics import frechet_distance_of_features
@@ -77,7 +79,6 @@ def test_adherence_reads_a_scene_back_and_punishes_what_breaks_it():
 
 def test_detector_takes_pil_arrays_and_channel_first_tensors():
     sample = _render("two red stars and a blue circle", seed=2)
-    from PIL import Image
     pil = Image.fromarray((sample.image.numpy() * 255).astype(np.uint8))
     for image in (pil, sample.image.permute(2, 0, 1), (sample.image.numpy() * 255).astype(np.uint8)):
         assert sorted(o.shape for o in detect(image).objects) == ["circle", "star", "star"]
@@ -142,17 +143,57 @@ def test_detector_feature_distance_separates_domains():
     assert different > 3 * same
 
 
-def test_inception_fid_needs_local_weights_and_loads_them(tmp_path):
-    with pytest.raises(InceptionUnavailable, match="FID skipped"):
+@pytest.fixture
+def no_fid_weights(tmp_path, monkeypatch):
+    """No standard FID weights anywhere the search looks: not in $F1_FID_INCEPTION, models/ or the hub cache."""
+    monkeypatch.delenv(metrics.FID_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(metrics, "PACK_MODELS", tmp_path / "models")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path
+
+
+def test_inception_fd_needs_local_weights_and_is_named_for_its_network(no_fid_weights):
+    with pytest.raises(InceptionUnavailable, match=f"FID skipped.*{metrics.FID_WEIGHTS_ENV}"):
         InceptionFeatures(None)
     with pytest.raises(InceptionUnavailable, match="not found"):
-        InceptionFeatures(tmp_path / "missing.pth")
+        InceptionFeatures(no_fid_weights / "missing.pth")
     from torchvision.models import inception_v3
     torch.manual_seed(0)
-    path = tmp_path / "inception.pth"
+    path = no_fid_weights / "inception.pth"
     torch.save(inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict(), path)
-    features = InceptionFeatures(path)(torch.rand(2, 3, 64, 64))
+    extractor = InceptionFeatures(path)
+    assert extractor.name == metrics.INCEPTION_FD_NAME and extractor.name.startswith("FD-Inception")
+    features = extractor(torch.rand(2, 3, 64, 64))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_standard_fid_weights_found_locally_give_fid(no_fid_weights, monkeypatch, capsys):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torchvision.models import inception_v3
+    # The standard FID Inception's layout (pytorch-fid's file: torchvision's module names, 1008 classes) with
+    # random weights, He-scaled so that features neither vanish nor blow up, in torch's hub cache, where
+    # pytorch-fid keeps its download.
+    torch.manual_seed(0)
+    state = inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False).state_dict()
+    hub = no_fid_weights / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save({k: v * 6 ** 0.5 if k.endswith("conv.weight") else v for k, v in state.items()},
+               hub / metrics.FID_WEIGHTS_FILES[0])
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)  # the same network, 16x cheaper
+    extractor = InceptionFeatures()
+    assert extractor.name == "FID" and isinstance(extractor.model, FeatureExtractorInceptionV3)
+    real = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert fid(real, torch.full((3, 3, 32, 32), 0.25), extractor) > 1
+
+    folder = no_fid_weights / "real"
+    folder.mkdir()
+    for i, image in enumerate(real):
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    weights = no_fid_weights / "elsewhere.pth"
+    (hub / metrics.FID_WEIGHTS_FILES[0]).rename(weights)
+    monkeypatch.setenv(metrics.FID_WEIGHTS_ENV, str(weights))
+    assert main(["fid", str(folder), str(folder)]) == 0  # identical sets
+    assert f"FID: 0.0000 (Inception weights: {weights})" in capsys.readouterr().out
 
 
 def test_clip_score_hook_ranks_matching_pairs_higher():

@@ -16,7 +16,7 @@ from ..data.splits import SPLIT_SIZES, load_split
 from .detector import as_rgb_array, detect
 from .diagnose import denoising_error, diagnose, diagnosis_table, judge, truth_and_reconstruction
 from .evaluate import IMAGE_SUFFIXES, evaluate_folder, evaluate_renderer
-from .metrics import (INCEPTION_FD_NAME, InceptionFeatures, InceptionUnavailable, detector_features, fid,
+from .metrics import (FID_WEIGHTS_ENV, InceptionFeatures, InceptionUnavailable, detector_features, fid,
                       frechet_distance_of_features)
 from .report import write_report
 from .selftest import REQUIRED_ACCURACY, format_selftest, run_selftest
@@ -137,9 +137,9 @@ def _fid(args) -> int:
         return 0
     def batch(images):
         size = images[0].shape[:2]
-        return torch.stack([torch.from_numpy(np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize(
+        return torch.stack([torch.from_numpy(np.array(Image.fromarray((x * 255).astype(np.uint8)).resize(
             size[::-1]))).permute(2, 0, 1).float() / 255 for x in images])
-    print(f"{INCEPTION_FD_NAME}: {fid(batch(real), batch(fake), extractor):.4f}")
+    print(f"{extractor.name}: {fid(batch(real), batch(fake), extractor):.4f} (Inception weights: {extractor.weights})")
     return 0
 
 
@@ -187,7 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("real")
     p.add_argument("fake")
     p.add_argument("--inception-weights",
-                   help="local torchvision inception_v3 state dict (FD-Inception, not published FID); skipped without")
+                   help="local Inception-v3 weights: the standard FID file gives FID, a torchvision inception_v3 "
+                        f"state dict FD-Inception (not published FID); default ${FID_WEIGHTS_ENV}, else the FID "
+                        "file in the pack's models/ or torch's hub cache; skipped without")
     p.set_defaults(run=_fid)
     args = parser.parse_args(argv)
     try:

@@ -1,12 +1,13 @@
-"""Image metrics: VAE reconstruction (PSNR, SSIM via kornia), Fréchet distances (over torchvision's ImageNet
-Inception-v3 from local weights, and over the detector's own features), and a CLIP-style score hook for F.1's
-alignment heads.
+"""Image metrics: VAE reconstruction (PSNR, SSIM via kornia), Fréchet distances (over an Inception-v3 from local
+weights, and over the detector's own features), and a CLIP-style score hook for F.1's alignment heads.
 
-The Inception distance is not FID as published: FID uses the TF-ported "pt_inception-2015-12-05" weights and
-blocks (pytorch-fid, torchmetrics), whose features differ from torchvision's ImageNet model. So it is reported
-as INCEPTION_FD_NAME, and its numbers compare only with each other."""
+The Inception distance is FID as published only over the standard FID Inception weights (the TF 2015-12-05
+port that pytorch-fid, torch-fidelity and torchmetrics use), run by torch-fidelity; nothing is downloaded.
+Over torchvision's ImageNet Inception-v3 it is reported as INCEPTION_FD_NAME: those numbers compare only with
+each other."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -80,7 +81,22 @@ def detector_features(detection: Detection) -> torch.Tensor:
     return torch.cat(parts + [torch.tensor([float(len(objects))]), layout, quality, background])
 
 
+FID_NAME = "FID"
 INCEPTION_FD_NAME = "FD-Inception (torchvision ImageNet weights; not comparable with published FID)"
+FID_WEIGHTS_ENV = "F1_FID_INCEPTION"
+FID_WEIGHTS_FILES = ("pt_inception-2015-12-05-6726825d.pth",      # pytorch-fid's download
+                     "weights-inception-2015-12-05-6726825d.pth")  # torch-fidelity's (and torchmetrics')
+PACK_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def fid_weights_path() -> Path | None:
+    """The standard FID Inception weights on this machine: $F1_FID_INCEPTION, else either file name in the
+    pack's models/ or in torch's hub cache (where pytorch-fid and torch-fidelity keep their downloads)."""
+    if os.environ.get(FID_WEIGHTS_ENV):
+        return Path(os.environ[FID_WEIGHTS_ENV])
+    folders = (PACK_MODELS, Path(torch.hub.get_dir()) / "checkpoints")
+    return next((folder / name for folder in folders for name in FID_WEIGHTS_FILES
+                 if (folder / name).is_file()), None)
 
 
 class InceptionUnavailable(RuntimeError):
@@ -88,43 +104,71 @@ class InceptionUnavailable(RuntimeError):
 
 
 class InceptionFeatures:
-    """torchvision's Inception-v3 with user-supplied local weights (a torchvision state dict, .pth/.pt or
-    .safetensors); pool features [B, 2048] for FID. Inputs: [B, 3, H, W] in [0, 1]."""
+    """Inception-v3 pool features [B, 2048] from local weights (default: fid_weights_path()). The file decides
+    the network and `name`: the standard FID Inception state dict (1008 classes) runs in torch-fidelity as FID,
+    a torchvision inception_v3 state dict (.pth/.pt or .safetensors) as INCEPTION_FD_NAME.
+    Inputs: [B, 3, H, W] in [0, 1]."""
 
-    def __init__(self, weights_path, device: str | torch.device = "cpu"):
-        if not weights_path:
-            raise InceptionUnavailable("FID skipped: no Inception-v3 weights given; pass a local torchvision "
-                                       "inception_v3 state dict (e.g. --inception-weights inception_v3.pth)")
-        path = Path(weights_path)
+    def __init__(self, weights_path=None, device: str | torch.device = "cpu"):
+        path = weights_path or fid_weights_path()
+        if not path:
+            raise InceptionUnavailable(
+                f"FID skipped: no Inception-v3 weights; put {FID_WEIGHTS_FILES[0]} (pytorch-fid's) or "
+                f"{FID_WEIGHTS_FILES[1]} (torch-fidelity's) in {PACK_MODELS} or "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or set {FID_WEIGHTS_ENV} to its path; or pass a "
+                "torchvision inception_v3 state dict (--inception-weights, reported as FD-Inception)")
+        path = Path(path)
         if not path.is_file():
             raise InceptionUnavailable(f"FID skipped: Inception-v3 weights not found at {path}")
-        from torchvision.models import inception_v3
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
+        fc = state.get("fc.weight")
+        self.standard = fc is not None and fc.shape[0] == 1008
+        self.name, self.weights = (FID_NAME if self.standard else INCEPTION_FD_NAME), path
+        self.model = (self._standard(path) if self.standard else self._torchvision(path, state)).eval().to(device)
+        self.device = device
+
+    @staticmethod
+    def _standard(path: Path) -> torch.nn.Module:
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError as err:
+            raise InceptionUnavailable(f"FID skipped: the FID Inception weights at {path} need torch-fidelity "
+                                       "(pip install torch-fidelity, or torchmetrics[image])") from err
+        try:
+            return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                               feature_extractor_weights_path=str(path))
+        except RuntimeError as err:
+            raise ValueError(f"inception weights {path}: not the standard FID Inception state dict ({err})") from err
+
+    @staticmethod
+    def _torchvision(path: Path, state: dict) -> torch.nn.Module:
+        from torchvision.models import inception_v3
         model = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in state, init_weights=False)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"inception weights {path}: not a torchvision inception_v3 state dict "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         model.fc = torch.nn.Identity()
-        self.model = model.eval().to(device)
-        self.device = device
+        return model
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(_bchw(images, "images").to(self.device), size=(299, 299),
-                                            mode="bilinear", align_corners=False)
+        x = _bchw(images, "images").to(self.device)
+        if self.standard:  # torch-fidelity takes uint8 and resizes to 299 as TF did
+            return self.model((x.clamp(0, 1) * 255).round().to(torch.uint8))[0].float().cpu()
+        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
         return self.model((x - mean) / std).float().cpu()
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, extractor: InceptionFeatures, batch_size: int = 32) -> float:
-    """Fréchet distance (INCEPTION_FD_NAME, not published FID) between two image sets [N, 3, H, W] in [0, 1]
-    under the given Inception extractor."""
+    """Fréchet distance between two image sets [N, 3, H, W] in [0, 1] under the given Inception extractor:
+    FID over the standard FID weights, else INCEPTION_FD_NAME (extractor.name says which)."""
     def features(images):
         return torch.cat([extractor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
     return frechet_distance_of_features(features(real), features(fake))
