@@ -3,6 +3,7 @@ order against ComfyUI core's samplers, side by side on the same denoisers in one
 
     python benchmarks/sampler.py [--threads 2]   # a few minutes on 2 CPU cores
     python benchmarks/sampler.py --overhead      # only the time outside the U-Net, on the shipped default
+                                                 # (--trace PATH also saves its torch.profiler trace)
 
 Denoisers:
   mixture: an analytic Gaussian-mixture denoiser in a [4, 8, 8] latent space (exact posterior mean), with a
@@ -21,7 +22,9 @@ denoiser closest to a trained one (an exact posterior mean); the random tiny U-N
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -45,8 +48,7 @@ FIDELITY = 0.5
 SEED = 0
 SHIPPED = ROOT / "models" / "f1-tiny-scenes.safetensors"
 TRAINED_PROMPT = "a red circle on the left of a blue square"
-UNET_EVENT = "F.1 U-Net forward"  # the torch.profiler range around each U-Net call
-UNET_FILES = ("f1core/models/", "torch/nn/", "comfy/ops.py")  # where the U-Net's own Python runs
+UNET_RANGE = "F.1 U-Net forward"  # the torch.profiler range of F1UNet.forward in a profiled run
 
 
 def rel_error(x, reference) -> float:
@@ -245,7 +247,9 @@ def ratio(sweeps, error=HEADLINE_ERROR):
 
 def f1_setup(checkpoint=None, batch=4):
     """The random tiny F.1 with random conditioning, or a trained `checkpoint` with a real prompt at its
-    resolution, as a ComfyUI MODEL whose U-Net calls are counted, timed and marked for torch.profiler."""
+    resolution, as a ComfyUI MODEL whose guided evaluations and U-Net calls are counted and whose U-Net time is
+    summed at two boundaries: core's U-Net function wrapper (around BaseModel.apply_model, which also scales
+    the input and output; wall and this thread's CPU seconds) and F1UNet.forward (CPU seconds)."""
     import comfy.sample
 
     from f1core.checkpoint import load_checkpoint
@@ -260,22 +264,31 @@ def f1_setup(checkpoint=None, batch=4):
     else:
         ckpt = load_checkpoint(checkpoint)
     patcher = f1_model.model_patcher_from_unet(ckpt.config, ckpt.unet.state_dict(), ckpt.latent_rgb)
-    counter = {"calls": 0, "model_seconds": 0.0}
+    counter = dict.fromkeys(("calls", "unet_calls", "model_seconds", "model_cpu", "forward_cpu"), 0)
 
     def count_guided(args):  # every guider ends in core's cfg_function, which runs this once per evaluation
         counter["calls"] += 1
         return args["denoised"]
 
     def time_model(apply_model, args):
-        start = time.perf_counter()
-        with torch.profiler.record_function(UNET_EVENT):
-            out = apply_model(args["input"], args["timestep"], **args["c"])
+        start, cpu = time.perf_counter(), time.thread_time()
+        out = apply_model(args["input"], args["timestep"], **args["c"])
         counter["model_seconds"] += time.perf_counter() - start
+        counter["model_cpu"] += time.thread_time() - cpu
+        counter["unet_calls"] += 1
         return out
+
+    def forward_started(module, inputs):
+        counter["forward_started"] = time.thread_time()
+
+    def forward_ended(module, inputs, output):
+        counter["forward_cpu"] += time.thread_time() - counter["forward_started"]
 
     patcher = patcher.clone()
     patcher.set_model_sampler_post_cfg_function(count_guided)
     patcher.set_model_unet_function_wrapper(time_model)
+    patcher.model.diffusion_model.register_forward_pre_hook(forward_started)
+    patcher.model.diffusion_model.register_forward_hook(forward_ended)
 
     if checkpoint is None:
         g = torch.Generator().manual_seed(SEED)
@@ -328,90 +341,161 @@ def setup_runner(f1):
 
 # ---------------------------------------------------------------- overhead outside the U-Net
 
-def overhead(f1, label, steps=20, repeats=3):
-    """Wall time outside the U-Net forward, for the sampling nodes' own paths (F1Sampler, core's KSampler, both
-    run as ComfyUI runs them: node execute, previews callback, progress) and for the guider + sampler
-    combinations of SamplerCustomAdvanced. The best of `repeats` runs each; then a torch.profiler trace of the
-    F1Sampler path names where the time outside the U-Net goes."""
+def overhead(f1, label, steps=20, repeats=5, trace_path=None):
+    """Time outside the U-Net on the sampling nodes' own paths (F1Sampler, core's KSampler, both run as ComfyUI
+    runs them: node execute, previews callback, progress) and on the guider + sampler combinations of
+    SamplerCustomAdvanced. The paths take turns, `repeats` rounds, so that a change in the machine's load hits
+    them alike; medians of this thread's CPU time (wall time on a shared machine counts other jobs' turns).
+    Then F1Sampler's and core KSampler's paths run again with the pack's and core's functions on them marked
+    (`marks`), and each marked function's own CPU time names where the time outside the U-Net goes. `trace_path`
+    receives a torch.profiler trace of one more F1Sampler run with the same marks as ranges; on a shared machine
+    its wall-clock times include other jobs' turns, so the tables use CPU time."""
     import comfy.samplers
     import nodes as core_nodes
     f1_nodes, samplers = import_pack("nodes.nodes_sampling"), import_pack("nodes.f1_sampling")
     run_with = setup_runner(f1)
-    sigma_min, sigma_max = f1.sigma_range
-    sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+    sigmas = karras_sigmas(steps, *f1.sigma_range)
     core_guider = comfy.samplers.CFGGuider(f1.patcher)
     core_guider.set_conds(f1.positive, f1.negative)
     core_guider.set_cfg(4.0)
     latent = {"samples": f1.latent}
 
-    def timed(sample):
-        f1.counter.update(calls=0, model_seconds=0.0)
-        start = time.perf_counter()
-        sample()
-        return f1.counter["calls"], time.perf_counter() - start, f1.counter["model_seconds"]
+    def node(negative):
+        return lambda: f1_nodes.F1Sampler.execute(f1.patcher, f1.positive, negative, latent, SEED, steps, 4.0, 1.0)
 
     def guided(guider, sampler):
         return lambda: run_with(guider, sampler, sigmas)
 
     paths = {
-        "F1Sampler node (core CFGGuider + f1 dpmpp_2m)": lambda: f1_nodes.F1Sampler.execute(
-            f1.patcher, f1.positive, f1.negative, latent, SEED, steps, 4.0, 1.0),
+        "F1Sampler node (core CFGGuider + f1 dpmpp_2m)": node(f1.negative),
         "core KSampler node (dpmpp_2m, karras)": lambda: core_nodes.common_ksampler(
             f1.patcher, SEED, steps, 4.0, "dpmpp_2m", "karras", f1.positive, f1.negative, latent),
         "core CFGGuider + core dpmpp_2m": guided(core_guider, comfy.samplers.sampler_object("dpmpp_2m")),
         "F1DynamicGuider + f1 dpmpp_2m": guided(f1.guider, samplers.make_sampler("dpmpp_2m")),
         "F1DynamicGuider + f1 dpmpp_adaptive": guided(f1.guider, samplers.make_sampler("dpmpp_adaptive")),
         "F1DynamicGuider + f1 dpmpp_2m + reuse 0.1": guided(f1.guider, samplers.make_sampler("dpmpp_2m", 0.1)),
+        # core runs cond and uncond as one U-Net call only when their contexts concatenate (equal lengths, or
+        # lengths whose least common multiple is at most 4x the shorter); the same context always does
+        "F1Sampler node, negative = positive (cond and uncond batched)": node(f1.positive),
     }
-    batch = f1.latent.shape[0]
-    print(f"\n[{label}] overhead, {steps} steps, batch {batch} at {f1.side}x{f1.side} latent (best of {repeats} "
-          "runs): wall time outside the U-Net forward, as a share of wall time and of U-Net time")
-    print(f"| path | calls | wall s | U-Net s | outside, % of wall | % of U-Net |\n|---|---|---|---|---|---|")
-    for name, sample in paths.items():
+
+    def timed(sample):
+        f1.counter.update(calls=0, unet_calls=0, model_seconds=0.0, model_cpu=0.0, forward_cpu=0.0)
+        start, cpu = time.perf_counter(), time.thread_time()
+        sample()
+        cpu, c = time.thread_time() - cpu, f1.counter
+        return {"guided calls": c["calls"], "U-Net calls": c["unet_calls"], "CPU s": cpu,
+                "U-Net forward CPU s": c["forward_cpu"],
+                "outside the wrapper, %": 100 * (cpu - c["model_cpu"]) / c["model_cpu"],
+                "outside the forward, %": 100 * (cpu - c["forward_cpu"]) / c["forward_cpu"],
+                "wall s": time.perf_counter() - start}
+
+    for sample in paths.values():
         sample()  # warm-up
-        calls, wall, unet = min((timed(sample) for _ in range(repeats)), key=lambda r: (r[1] - r[2]) / r[1])
-        print(f"| {name} | {calls} | {wall:.3f} | {unet:.3f} | {100 * (wall - unet) / wall:.1f} | "
-              f"{100 * (wall - unet) / unet:.1f} |")
+    runs = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, sample in paths.items():
+            runs[name].append(timed(sample))
 
-    name = next(iter(paths))
-    with torch.profiler.profile() as trace:
-        calls, wall, unet = timed(paths[name])
-    print(f"\n[{label}] where the time outside the U-Net goes, {name} (one profiled run: wall {wall:.3f} s, "
-          f"U-Net {unet:.3f} s)")
-    for what, seconds in outside_unet(trace, wall - unet):
-        print(f"| {what} | {1e3 * seconds:.1f} ms | {100 * seconds / wall:.2f}% of wall |")
-    print(f"\n[{label}] the Python part by source file (cProfile of one more run, own time, the U-Net's modules "
-          "and builtins left out; cProfile slows Python, so read the shares, not the sum)")
-    for what, seconds in python_outside_unet(paths[name]):
-        print(f"| {what} | {1e3 * seconds:.1f} ms |")
+    batch = f1.latent.shape[0]
+    print(f"\n[{label}] overhead, {steps} steps, batch {batch} at {f1.side}x{f1.side} latent, median of {repeats} runs "
+          "each: this thread's CPU time outside the U-Net, as a share of the U-Net's, at two boundaries: core's U-Net "
+          "function wrapper (BaseModel.apply_model, which also scales the input and output) and F1UNet.forward")
+    columns = list(runs[next(iter(runs))][0])
+    print(f"| path | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
+    for name, results in runs.items():
+        cells = [statistics.median(r[column] for r in results) for column in columns]
+        print(f"| {name} | " + " | ".join(f"{v:g}" if column.endswith("calls") else f"{v:.2f}" if column.endswith("%")
+                                           else f"{v:.3f}" for column, v in zip(columns, cells)) + " |")
+
+    for name in list(paths)[:2]:
+        ranges, own = marks(f1), {}
+        with marked(ranges, own):
+            for _ in range(repeats):
+                paths[name]()
+        if trace_path is not None and name == next(iter(paths)):
+            with marked(ranges, {}, profiled=True), torch.profiler.profile() as trace:
+                paths[name]()
+            trace.export_chrome_trace(str(trace_path))
+        unet = own.pop(UNET_RANGE) / repeats
+        outside = {what: seconds / repeats for what, seconds in own.items()}
+        print(f"\n[{label}] where the CPU time outside the U-Net forward goes, {name}, per run (mean of {repeats}): "
+              "each marked function's own time, less the marked functions it calls (torch.profiler ranges of the "
+              f"same names: --trace); U-Net forward {1e3 * unet:.0f} ms")
+        print("| range (owner: function) | ms | % of U-Net forward |\n|---|---|---|")
+        for what, seconds in sorted(outside.items(), key=lambda kv: -kv[1]):
+            print(f"| {what} | {1e3 * seconds:.2f} | {100 * seconds / unet:.2f} |")
+        for owner in ("pack", "core", "tqdm"):
+            seconds = sum(v for k, v in outside.items() if k.startswith(owner))
+            print(f"| **{owner}, all** | {1e3 * seconds:.2f} | {100 * seconds / unet:.2f} |")
 
 
-def outside_unet(trace, outside_seconds, top=8):
-    """[(name, seconds)]: torch ops outside every U-Net forward by their own (self) time, largest first, then
-    the rest of `outside_seconds`, which no op accounts for (Python between ops)."""
-    events = trace.events()
-    unet = [(e.time_range.start, e.time_range.end) for e in events if e.name == UNET_EVENT]
-    own: dict[str, float] = {}
-    for e in events:
-        if e.name != UNET_EVENT and not any(a <= e.time_range.start < b for a, b in unet):
-            own[e.name] = own.get(e.name, 0.0) + e.self_cpu_time_total / 1e6
-    ranked = sorted(own.items(), key=lambda kv: -kv[1])
-    shown = ranked[:top] + [(f"{len(ranked) - top} other ops", sum(v for _, v in ranked[top:]))]
-    return shown + [("Python, no torch op", outside_seconds - sum(own.values()))]
+def marks(f1):
+    """(range, holder, attribute): the functions a profiled run marks, the pack's and core's on the two nodes'
+    paths, and the console progress bar's redraws (f1core's solver draws it on F1Sampler's path, core's
+    k-diffusion loop on KSampler's). A node's range holds whatever the others leave out of its run."""
+    import comfy.k_diffusion.sampling
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.sample
+    import comfy.sampler_helpers
+    import comfy.samplers as core
+    import nodes as core_nodes
+    import tqdm.std
+    f1_nodes, f1_sampling = import_pack("nodes.nodes_sampling"), import_pack("f1core.sampling")
+    return [
+        (UNET_RANGE, type(f1.patcher.model.diffusion_model), "forward"),
+        ("pack: F1Sampler node (inputs, guider, sigmas, latent)", f1_nodes.F1Sampler, "execute"),
+        ("pack: f1core solver loop and steps", f1_sampling, "_drive"),
+        ("core: KSampler node (common_ksampler, sigmas)", core_nodes, "common_ksampler"),
+        ("core: k-diffusion dpmpp_2m loop and steps", comfy.k_diffusion.sampling, "sample_dpmpp_2m"),
+        ("core: guider.sample per run (hooks, conds, sampler set-up, clean-up)", core.CFGGuider, "sample"),
+        ("core: prepare_sampling (model load, memory estimate)", comfy.sampler_helpers, "prepare_sampling"),
+        ("core: process_conds", core, "process_conds"),
+        ("core: prepare_noise", comfy.sample, "prepare_noise"),
+        ("core: per-call chain (KSamplerX0Inpaint, CFGGuider, sampling_function, wrappers)",
+         core.KSamplerX0Inpaint, "__call__"),
+        ("core: _calc_cond_batch (batching, output sums)", core, "_calc_cond_batch"),
+        ("core: get_area_and_mult (a namedtuple class per cond)", core, "get_area_and_mult"),
+        ("core: get_free_memory (psutil)", comfy.model_management, "get_free_memory"),
+        ("core: cfg_function", core, "cfg_function"),
+        ("core: BaseModel.apply_model (input and output scaling, casts)", comfy.model_base.BaseModel, "apply_model"),
+        ("tqdm: the sampler's console progress bar, redraws", tqdm.std.tqdm, "display"),
+    ]
 
 
-def python_outside_unet(sample, top=8):
-    """[(source file, own seconds)] of one profiled `sample()`, largest first, for files outside the U-Net."""
-    import cProfile
-    import pstats
-    profiler = cProfile.Profile()
-    profiler.runcall(sample)
-    own: dict[str, float] = {}
-    for (path, _, _), (_, _, seconds, _, _) in pstats.Stats(profiler).stats.items():
-        if path != "~" and not any(part in path for part in UNET_FILES):
-            key = "/".join(Path(path).parts[-2:])
-            own[key] = own.get(key, 0.0) + seconds
-    return sorted(own.items(), key=lambda kv: -kv[1])[:top]
+@contextlib.contextmanager
+def marked(ranges, own, profiled=False):
+    """Adds the own CPU time of each (range, holder, attribute) function (this thread's, less that of the marked
+    functions it calls) to own[range]; `profiled` also runs it inside a torch.profiler range of that name (off
+    otherwise: a range costs tens of microseconds even with no profiler running)."""
+    saved, below = [], []  # below: CPU seconds of the marked calls inside each running marked call
+
+    def mark(name, function):
+        def call(*args, **kwargs):
+            below.append(0.0)
+            start = time.thread_time()
+            try:
+                with torch.profiler.record_function(name) if profiled else contextlib.nullcontext():
+                    return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - start
+                own[name] = own.get(name, 0.0) + spent - below.pop()
+                if below:
+                    below[-1] += spent
+        return call
+
+    for name, holder, attribute in ranges:
+        saved.append((holder, attribute, vars(holder).get(attribute)))
+        setattr(holder, attribute, mark(name, getattr(holder, attribute)))
+    try:
+        yield
+    finally:
+        for holder, attribute, original in reversed(saved):
+            if original is None:
+                delattr(holder, attribute)  # it was inherited
+            else:
+                setattr(holder, attribute, original)
 
 
 def main():
@@ -421,13 +505,16 @@ def main():
     parser.add_argument("--overhead", action="store_true",
                         help="only the overhead outside the U-Net, on the shipped default as its template runs it "
                              "(64x64, batch 1, 20 steps)")
+    parser.add_argument("--repeats", type=int, default=5, help="--overhead: runs of each path (medians reported)")
+    parser.add_argument("--trace", type=Path, help="--overhead: save the profiled F1Sampler run's torch.profiler "
+                                                   "trace here (Chrome trace JSON, for Perfetto)")
     args = parser.parse_args()
     started = time.time()
     comfy = import_comfy()
     import comfy.k_diffusion.sampling as k
     torch.set_num_threads(args.threads)
     if args.overhead:
-        overhead(f1_setup(SHIPPED, batch=1), "f1-tiny-scenes")
+        overhead(f1_setup(SHIPPED, batch=1), "f1-tiny-scenes", repeats=args.repeats, trace_path=args.trace)
         print(f"({time.time() - started:.0f} s)")
         return
     mixture = mixture_benchmark(k)

@@ -51,8 +51,10 @@ def seeded_noise_sampler(x: torch.Tensor, seed: int):
 
 
 def _progress(disable, **bar_args):
-    """A tqdm bar, or None when disabled or tqdm is missing."""
-    return None if disable or tqdm is None else tqdm(**bar_args)
+    """A tqdm bar, or None when disabled or tqdm is missing. It redraws at most twice a second: a redraw costs
+    more CPU than a step's own solver work (benchmarks/README.md, "Overhead outside the U-Net"), and tqdm's
+    default 0.1 s interval redraws on every step of a CPU run."""
+    return None if disable or tqdm is None else tqdm(mininterval=0.5, **bar_args)
 
 
 def _first_order_step(x, denoised, sigma: float, sigma_next: float):

@@ -93,15 +93,17 @@ def patched_attention(attn: Attention, kind: str, n, context, transformer_option
     """Run `attn` ("attn1" self, "attn2" text cross or "cross_scale") through the patches in transformer_options."""
     patches = transformer_options.get("patches", {})
     replace = transformer_options.get("patches_replace", {}).get(kind, {})
-    extra = extra_options(transformer_options, attn)
-
-    value = context
-    for patch in patches.get(f"{kind}_patch", []):
-        n, context, value = patch(n, context, value, extra)
-
+    before, after = patches.get(f"{kind}_patch", []), patches.get(f"{kind}_output_patch", [])
     block = transformer_options.get("block")
     key = (block[0], block[1], transformer_options.get("block_index", 0)) if block is not None else None
     replacement = replace.get(key, replace.get(block))
+    # built only for a patch to read: most calls have none, and it copies transformer_options
+    extra = extra_options(transformer_options, attn) if before or after or replacement is not None else None
+
+    value = context
+    for patch in before:
+        n, context, value = patch(n, context, value, extra)
+
     if replacement is not None:
         context = n if context is None else context
         value = context if value is None else value
@@ -109,7 +111,7 @@ def patched_attention(attn: Attention, kind: str, n, context, transformer_option
     else:
         n = attn(n, context=context, value=value, key_mask=key_mask, transformer_options=transformer_options)
 
-    for patch in patches.get(f"{kind}_output_patch", []):
+    for patch in after:
         n = patch(n, extra)
     return n
 
