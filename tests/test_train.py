@@ -108,6 +108,28 @@ def test_diffusion_resume_is_exact_and_export_loads(vae_run, tmp_path):
         torch.testing.assert_close(value, ema_unet[key].to(value.dtype))
 
 
+def test_decoupling_term_is_logged_moves_the_role_queries_and_resumes_exactly(vae_run, tmp_path):
+    """decoupling_weight > 0 adds role_contrastive_loss on the step's factor pairs (drawn by seed and step, so a
+    resumed run continues exactly); at the default 0 nothing changes."""
+    data = ToyDataset()
+    straight = _copy_run(vae_run, tmp_path / "straight")
+    resumed = _copy_run(vae_run, tmp_path / "resumed")
+    plain = _copy_run(vae_run, tmp_path / "plain")
+    config = _diffusion_config(4, decoupling_weight=1.0, decoupling_pairs=6)
+    train(straight, data, config, progress=False)
+    train(resumed, data, config, progress=False, stop_at=2)
+    train(resumed, data, config, progress=False)
+    train(plain, data, _diffusion_config(4), progress=False)
+    a, b, c = (load_state(run, "diffusion")["trainee"] for run in (straight, resumed, plain))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    queries = "text.adapter.roles.queries"
+    assert not torch.allclose(a[queries], c[queries], rtol=0, atol=1e-6)
+    logged = [r for r in read_jsonl(straight / "log.jsonl") if r["stage"] == "diffusion"]
+    assert len(logged) == 4 and all(r["decoupling_loss"] > 0 for r in logged)
+    assert not [r for r in read_jsonl(plain / "log.jsonl") if "decoupling_loss" in r]
+
+
 def _fixed_batch_loss(checkpoint, data, seed=0):
     """EDM loss of a checkpoint on the whole toy set at fixed noise levels and noise."""
     from f1core.diffusion import F1Denoiser
@@ -251,6 +273,8 @@ def test_sd_style_baseline_trains_on_the_same_vae_and_exports(vae_run, tmp_path)
     shutil.copy(vae_run / "vae.pt", run / "vae.pt")
     result = train(run, data, _diffusion_config(3), progress=False)
     assert result["step"] == 3 and result["losses"]["token_loss"] > 0
+    with pytest.raises(ValueError, match="decoupling_weight"):   # no adapter, no role tokens to decouple
+        train(run, data, _diffusion_config(4, decoupling_weight=0.1), progress=False)
     loaded = load_checkpoint(export(run, tmp_path / "baseline.safetensors"))
     assert loaded.config.text.fusion == "clip" and loaded.config.unet.cross_scale_levels == ()
     names = [*loaded.unet.state_dict(), *loaded.text.state_dict()]

@@ -12,7 +12,8 @@ from test_train import ToyDataset, _small_tiny
 # term on one side would show; with a tiny eps Adam's first steps are +-lr whatever the scale.
 COMMON = dict(steps=2, batch_size=4, lr=1.0, adam_eps=100.0, warmup_steps=1, adversarial_start=1)
 STAGES = (TrainConfig(stage="vae", **COMMON),
-          TrainConfig(stage="diffusion", latent_stat_images=8, unet_adversarial_weight=0.1, **COMMON))
+          TrainConfig(stage="diffusion", latent_stat_images=8, unet_adversarial_weight=0.1, decoupling_weight=0.5,
+                      decoupling_pairs=6, **COMMON))
 
 
 def _run_stages(run_dir):

@@ -8,6 +8,8 @@ of the time), so the train split drops every spec that val or test holds: a test
 """
 from __future__ import annotations
 
+import functools
+
 from .longtail import HELD_OUT, ConceptLaw, rare_specs, sample_spec
 from .rng import StableRng, derive_seed
 from .spec import CATEGORIES, SceneSpec, specs_digest
@@ -33,9 +35,15 @@ def generate_split(name: str, per_category: int | None = None, law: ConceptLaw =
     if name == "test":
         specs += rare_specs(HELD_OUT, RARE_PER_COMBO, derive_seed("split", "test", "rare"))
     if name == "train":
-        evaluated = set(load_split("val")) | set(load_split("test"))
+        evaluated = evaluated_specs()
         specs = [s for s in specs if s not in evaluated]
     return specs
+
+
+@functools.cache
+def evaluated_specs() -> frozenset[SceneSpec]:
+    """Every spec the validation and test splits hold: what training never sees."""
+    return frozenset(load_split("val")) | frozenset(load_split("test"))
 
 
 def load_split(name: str) -> list[SceneSpec]:

@@ -19,6 +19,12 @@ ROLES = ("style", "entity", "relation")
 ROLE_HEAD_DIM = 64
 
 
+def role_summaries(context: torch.Tensor, role_tokens: int) -> torch.Tensor:
+    """[B, len(ROLES), D]: each role's tokens averaged, from a context that ends with them (FusionAdapter's)."""
+    roles = context[:, context.shape[1] - len(ROLES) * role_tokens:]
+    return roles.unflatten(1, (len(ROLES), role_tokens)).mean(dim=2)
+
+
 class FusedContext(NamedTuple):
     context: torch.Tensor   # [B, Lc + Lr + 3 * role_tokens, context_dim]
     mask: torch.Tensor      # [B, same length] bool, True where the U-Net should attend
@@ -44,6 +50,7 @@ class RoleQueries(nn.Module):
     def __init__(self, count: int, width: int, ops, device, dtype):
         super().__init__()
         self.heads = width // ROLE_HEAD_DIM if width % ROLE_HEAD_DIM == 0 else 1
+        # `count` queries per role, in ROLES order (role_summaries reads them so)
         self.queries = nn.Parameter(torch.randn(len(ROLES) * count, width, device=device, dtype=dtype) * 0.02)
         self.norm_queries = ops.LayerNorm(width, device=device, dtype=dtype)
         self.norm_context = ops.LayerNorm(width, device=device, dtype=dtype)

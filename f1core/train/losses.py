@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from kornia.filters import spatial_gradient
 from kornia.losses import ssim_loss
 
+from ..data.pairs import pair_batch
+from ..text.adapter import ROLES, role_summaries
 from .distributed import gather_with_local_grad, world_size
 
 
@@ -91,6 +93,46 @@ def contrastive_loss(image_embed: torch.Tensor, text_embed: torch.Tensor, keep: 
                      + F.cross_entropy(logits.t(), targets, reduction="none"))
     count = keep_all.sum().clamp_min(1)
     return (per_row * keep_all).sum() / count * world_size()
+
+
+def role_contrastive_loss(anchor: torch.Tensor, positive: torch.Tensor, changed: torch.Tensor,
+                          factor: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE per text role (f1core.data.pairs): anchor, positive and changed [N, roles, D] are the role summaries
+    of a caption, another caption of the same spec, and a caption of the spec with one factor changed; factor [N]
+    is the index of the role that factor belongs to. Per role, every anchor picks among the global batch's
+    positives and changed captions: its own positive always matches, its own changed caption matches unless its
+    pair changed this role's factor, where it is the hardest negative (the same scene but for that factor).
+    Mean over the matches, anchors and roles; scaled for DDP as contrastive_loss."""
+    anchor, positive, changed = (F.normalize(gather_with_local_grad(x), dim=-1) for x in (anchor, positive, changed))
+    factor = gather_with_local_grad(factor)
+    count, roles = anchor.shape[:2]
+    candidates = torch.cat([positive, changed]).transpose(0, 1)                     # [roles, 2N, D]
+    log_p = (anchor.transpose(0, 1) @ candidates.transpose(1, 2) / temperature).log_softmax(dim=-1)
+    own = torch.eye(count, dtype=torch.bool, device=anchor.device)
+    kept = factor[None, :] != torch.arange(roles, device=anchor.device)[:, None]     # [roles, N]
+    matches = torch.cat([own.expand(roles, -1, -1), own & kept[..., None]], dim=-1)  # [roles, N, 2N]
+    per_anchor = -(log_p * matches).sum(-1) / matches.sum(-1)
+    return per_anchor.mean() * world_size()
+
+
+@torch.no_grad()
+def role_similarity(text, pairs) -> torch.Tensor:
+    """What role_contrastive_loss moves, measured: [factors, roles] (both in ROLES order), the mean cosine
+    similarity of a text encoder's role summaries for each pair's anchor and changed captions, by the factor the
+    pairs changed (f1core.data.pairs). A decoupled role is low on its own factor's row, high on the others."""
+    captions, factor = pair_batch(pairs)
+    roles = F.normalize(role_summaries(text.encode(captions).context, text.config.adapter.role_tokens), dim=-1)
+    anchor, _, changed = roles.chunk(3)
+    similarity = (anchor * changed).sum(-1)
+    factor = torch.tensor(factor)
+    return torch.stack([similarity[factor == r].mean(0) for r in range(len(ROLES))])
+
+
+def role_margins(similarity: torch.Tensor) -> torch.Tensor:
+    """[factors] from role_similarity: on the pairs that changed a factor, the other roles' mean similarity minus
+    the factor's own role's (above 0: its own role tells those pairs apart more than the others do)."""
+    others = (similarity.sum(1) - similarity.diagonal()) / (similarity.shape[1] - 1)
+    return others - similarity.diagonal()
 
 
 class TokenReconstructionHead(nn.Module):

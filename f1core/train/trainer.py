@@ -37,8 +37,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import VOCAB_KEYS, build_part, load_checkpoint, read_metadata, save_checkpoint, split_parts
 from ..config import F1Config
+from ..data.pairs import factor_pairs, pair_batch
 from ..diffusion import F1Denoiser
 from ..preview import fit_latent_rgb
+from ..text.adapter import role_summaries
 from ..text.vocab import build_vocab
 from . import distributed as dist_utils
 from .data import global_indices, global_rand, global_randn
@@ -47,7 +49,7 @@ from .ema import EMA
 from .logplot import append_jsonl, plot_losses, read_jsonl
 from .losses import (LatentImageEmbedder, PatchDiscriminator, TokenReconstructionHead, contrastive_loss,
                      edm_loss_weight, hinge_discriminator_loss, hinge_generator_loss, log_normal_sigmas,
-                     structure_loss)
+                     role_contrastive_loss, structure_loss)
 
 STAGES = ("vae", "diffusion", "decoder", "control_edges", "control_depth", "control_layout")  # control: control_stage.py
 BASE_NAME = "base.safetensors"
@@ -95,12 +97,16 @@ class TrainConfig:
     contrastive_temperature: float = 0.07
     token_weight: float = 0.05
     unet_adversarial_weight: float = 0.0   # 0 switches the adversarial term on predicted clean latents off
+    # learned decoupling: role_contrastive_loss on `decoupling_pairs` scene pairs per step (f1core.data.pairs),
+    # at contrastive_temperature; 0 switches it off
+    decoupling_weight: float = 0.0
+    decoupling_pairs: int = 24
     latent_stat_images: int = 256
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "decoupling_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.condition_dropout < 1.0:
@@ -229,7 +235,9 @@ class DiffusionTrainee(nn.Module):
         self.token_head = TokenReconstructionHead(config.text.adapter.context_dim, config.text.clip.vocab_size,
                                                   roberta_vocab)
 
-    def forward(self, x0, tokens, keep, sigma, noise, temperature: float):
+    def forward(self, x0, tokens, keep, sigma, noise, temperature: float, pair_tokens=None, pair_factor=None):
+        """pair_tokens: the factor pairs' anchor, positive and changed captions, in three equal blocks, with
+        pair_factor [pairs] each pair's changed role; None: no decoupling term."""
         enc = self.text.encode_ids(tokens)
         s = sigma.reshape(-1, 1, 1, 1)
         denoised = self.denoiser(x0 + s * noise, sigma, context=enc.context, y=enc.pooled, context_mask=enc.mask)
@@ -242,7 +250,11 @@ class DiffusionTrainee(nn.Module):
         token_sum, token_count = self.token_head(enc.context, clip_ids, clip_valid.float(),
                                                  tokens.roberta_ids.flatten(1), roberta_valid.float())
         token = dist_utils.global_mean(token_sum, token_count)
-        return {"diffusion": diffusion, "contrastive": contrastive, "token": token, "denoised": denoised}
+        out = {"diffusion": diffusion, "contrastive": contrastive, "token": token, "denoised": denoised}
+        if pair_tokens is not None:
+            roles = role_summaries(self.text.encode_ids(pair_tokens).context, self.text.config.adapter.role_tokens)
+            out["decoupling"] = role_contrastive_loss(*roles.chunk(3), pair_factor, temperature)
+        return out
 
 
 # --- the shared loop ----------------------------------------------------------------------------------------------
@@ -483,6 +495,12 @@ class DiffusionStage(_Stage):
 
     def build(self, base, state):
         self.f1_config = base.config
+        if self.config.decoupling_weight and base.config.text.fusion != "adapter":
+            raise ValueError("decoupling_weight: the text roles it trains are the adapter's; this run's text "
+                             f"fusion is {base.config.text.fusion!r}, so leave decoupling_weight at 0")
+        if self.config.decoupling_weight and self.config.decoupling_pairs % dist_utils.world_size():
+            raise ValueError(f"decoupling_pairs: {self.config.decoupling_pairs} must divide by the number of "
+                             f"processes ({dist_utils.world_size()})")
         vae = base.vae
         if state is not None:
             vae.load_state_dict(state["vae"])
@@ -533,9 +551,13 @@ class DiffusionStage(_Stage):
         x0 = self.latents[indices].to(self.device)
         sigma = log_normal_sigmas(self.randn(step, (), "sigma"), cfg.p_mean, cfg.p_std)
         noise = self.randn(step, x0.shape[1:], "noise")
-        out = self.trainee_ddp(x0, tokens, keep.to(self.device), sigma, noise, cfg.contrastive_temperature)
+        out = self.trainee_ddp(x0, tokens, keep.to(self.device), sigma, noise, cfg.contrastive_temperature,
+                               *self.factor_pairs(step))
         loss = out["diffusion"] + cfg.contrastive_weight * out["contrastive"] + cfg.token_weight * out["token"]
         logs = {}
+        if "decoupling" in out:
+            loss = loss + cfg.decoupling_weight * out["decoupling"]
+            logs["decoupling_loss"] = float(out["decoupling"].detach()) / dist_utils.world_size()
         adversarial = self.adversarial_active(cfg.unet_adversarial_weight, step)
         if adversarial:
             generator = self.generator_term(out["denoised"])
@@ -547,6 +569,15 @@ class DiffusionStage(_Stage):
         return {"loss": float(loss.detach()), "diffusion_loss": float(out["diffusion"].detach()),
                 "contrastive_loss": float(out["contrastive"].detach()) / dist_utils.world_size(),
                 "token_loss": float(out["token"].detach()), **logs}
+
+    def factor_pairs(self, step: int) -> tuple:
+        """(tokens of this rank's share of the step's factor pairs, their changed roles), or () when off."""
+        if not self.config.decoupling_weight:
+            return ()
+        share = self.config.decoupling_pairs // dist_utils.world_size()
+        start = dist_utils.rank() * share
+        captions, factor = pair_batch(factor_pairs(range(start, start + share), self.config.seed, step))
+        return self.trainee.text.tokenize(captions).to(self.device), torch.tensor(factor, device=self.device)
 
     def score(self, curve: ValCurve) -> dict:
         averaged = self.ema.averaged(self.trainee)
