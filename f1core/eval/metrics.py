@@ -89,13 +89,17 @@ FID_WEIGHTS_FILES = ("pt_inception-2015-12-05-6726825d.pth",      # pytorch-fid'
 PACK_MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
+def _fid_weight_folders() -> tuple[Path, Path]:
+    """The pack's models/ and torch's hub cache (where pytorch-fid and torch-fidelity keep their downloads)."""
+    return PACK_MODELS, Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def fid_weights_path() -> Path | None:
-    """The standard FID Inception weights on this machine: $F1_FID_INCEPTION, else either file name in the
-    pack's models/ or in torch's hub cache (where pytorch-fid and torch-fidelity keep their downloads)."""
+    """The standard FID Inception weights on this machine: $F1_FID_INCEPTION, else either file name in one of
+    _fid_weight_folders()."""
     if os.environ.get(FID_WEIGHTS_ENV):
         return Path(os.environ[FID_WEIGHTS_ENV])
-    folders = (PACK_MODELS, Path(torch.hub.get_dir()) / "checkpoints")
-    return next((folder / name for folder in folders for name in FID_WEIGHTS_FILES
+    return next((folder / name for folder in _fid_weight_folders() for name in FID_WEIGHTS_FILES
                  if (folder / name).is_file()), None)
 
 
@@ -114,9 +118,9 @@ class InceptionFeatures:
         if not path:
             raise InceptionUnavailable(
                 f"FID skipped: no Inception-v3 weights; put {FID_WEIGHTS_FILES[0]} (pytorch-fid's) or "
-                f"{FID_WEIGHTS_FILES[1]} (torch-fidelity's) in {PACK_MODELS} or "
-                f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or set {FID_WEIGHTS_ENV} to its path; or pass a "
-                "torchvision inception_v3 state dict (--inception-weights, reported as FD-Inception)")
+                f"{FID_WEIGHTS_FILES[1]} (torch-fidelity's) in {' or '.join(map(str, _fid_weight_folders()))}, "
+                f"or set {FID_WEIGHTS_ENV} to its path; or pass a torchvision "
+                "inception_v3 state dict (--inception-weights, reported as FD-Inception)")
         path = Path(path)
         if not path.is_file():
             raise InceptionUnavailable(f"FID skipped: Inception-v3 weights not found at {path}")

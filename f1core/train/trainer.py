@@ -55,7 +55,8 @@ STAGES = ("vae", "diffusion", "decoder", "control_edges", "control_depth", "cont
 BASE_NAME = "base.safetensors"
 LATENTS_NAME = "latents.pt"   # the diffusion stage's encoded pool
 INIT_FROM_KEY = "f1.init_from"   # base metadata of a run started from a trained checkpoint's weights
-VAE_FROM_KEY = "f1.vae_from"     # (_part_from writes f"f1.{part}_from") base metadata of a run whose VAE comes from a VAE checkpoint (export_vae)
+PART_FROM_KEY = "f1.{}_from"     # base metadata of a run whose part ("vae", "text") comes from another checkpoint
+VAE_FROM_KEY = PART_FROM_KEY.format("vae")
 CARRIED_KEYS = ("f1.train_step", "f1.decoder_step")  # the training history such a run continues
 # Where each checkpoint part sits in a trainee's state dict (and so in its EMA): the trainees' attribute names,
 # named here only, so export and the stages that read another stage's weights go through `trainee_parts`.
@@ -149,7 +150,7 @@ def _part_from(path, name: str, config: F1Config, extra: dict):
         label = {"vae": "VAE", "text": "text encoder"}[name]
         raise ValueError(f"--{name}-from: {Path(path).name} holds no {label} of this config's shape "
                          f"({getattr(config, name)}); use a checkpoint of the same preset")
-    extra[f"f1.{name}_from"] = Path(path).name
+    extra[PART_FROM_KEY.format(name)] = Path(path).name
     return source
 
 
