@@ -113,7 +113,7 @@ class F1ControlNet(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, x, hint, timesteps, context=None, y=None, **kwargs):
+    def forward(self, x, hint, timesteps, context=None, y=None, context_mask=None, **kwargs):
         """core's control_model contract: x and timesteps as the U-Net gets them (c_in * x, EDM's c_noise), the
         hint image; returns {"input": [], "middle": [residual], "output": [one per encoder skip, in order]}."""
         size = (x.shape[-2] * self.config.downscale, x.shape[-1] * self.config.downscale)
@@ -127,12 +127,12 @@ class F1ControlNet(nn.Module):
             hint = hint.expand(x.shape[0], -1, -1, -1) if hint.shape[0] == 1 else hint.repeat_interleave(
                 x.shape[0] // hint.shape[0], dim=0)
         if not self.config.reads_latent:   # the adapter: the same features at every step, for any prompt
-            x, timesteps, context, y = torch.zeros_like(x), torch.zeros_like(timesteps), None, None
+            x, timesteps, context, y, context_mask = torch.zeros_like(x), torch.zeros_like(timesteps), None, None, None
         options = {}
         emb = self.encoder.embed(timesteps, y, x.dtype, options)
         if context is not None:
             context = context.to(x.dtype)
-        h, skips, _ = self.encoder.encode(x, emb, context, options, added=self.hint(hint * 2 - 1))
+        h, skips, _ = self.encoder.encode(x, emb, context, options, context_mask, added=self.hint(hint * 2 - 1))
         return {"input": [], "middle": [self.middle_out(h)],
                 "output": [conv(skip) for conv, skip in zip(self.zero_convs, skips)]}
 
@@ -143,8 +143,9 @@ def random_control(config: ControlConfig, seed: int = 0) -> F1ControlNet:
         torch.manual_seed(seed)
         control = F1ControlNet(config)
         with torch.no_grad():
-            for conv in (*control.zero_convs, control.middle_out, control.hint.out):
-                conv.weight.normal_(0, 0.3)
+            for weight in control.parameters():  # the output convolutions and the mixers' output projections
+                if weight.ndim > 1 and not weight.any():
+                    weight.normal_(0, 0.3)
     return control.eval()
 
 

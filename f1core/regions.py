@@ -29,8 +29,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-# A finite "never": -inf makes chunked attention kernels (core's sub-quadratic) produce NaN on all-masked chunks.
-NEVER = -1.0e4
+from .models.attention import NEVER
 
 
 @dataclass(frozen=True)
@@ -179,6 +178,19 @@ class RegionalAttention:
         self._cache[key] = bias
         return bias
 
+
+    @staticmethod
+    def hide_padding(bias: torch.Tensor, context_mask: torch.Tensor, base_length: int) -> torch.Tensor:
+        """`key_bias` for base contexts batched zero-padded to base_length under `context_mask` ([B, L...] or
+        [B, Nq, L...]; bool True on tokens, or additive 0 on tokens and NEVER on padding, as F.1 batches prompts
+        of different lengths): padding is never read, and each row's base share spreads over its own tokens."""
+        mask = context_mask[..., :base_length]
+        real = mask if mask.dtype == torch.bool else mask > NEVER / 2
+        if real.ndim == 2:
+            real = real[:, None]
+        count = real.sum(-1, keepdim=True).clamp_min(1)
+        correction = torch.where(real, (base_length / count).log(), NEVER).to(bias)
+        return torch.cat([bias[..., :base_length] + correction, bias[..., base_length:]], dim=-1)
 
     def joint_bias(self, h: int, w: int, items: int, base_length: int, scale: float = 1.0) -> torch.Tensor:
         """For joint text-image attention (a DiT such as FLUX; text first, then the h x w image tokens): the additive

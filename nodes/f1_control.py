@@ -17,7 +17,7 @@ FOLDER = "f1_controlnet"
 class F1CoreControlNet(comfy.controlnet.ControlNet):
     def __init__(self, control_model: F1ControlNet | None, **kwargs):
         ratio = control_model.config.downscale if control_model is not None else 8
-        super().__init__(control_model, compression_ratio=ratio, **kwargs)
+        super().__init__(control_model, compression_ratio=ratio, extra_conds=["y", "context_mask"], **kwargs)
 
     @property
     def f1_config(self):

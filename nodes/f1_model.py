@@ -2,16 +2,43 @@
 
 ModelType.EDM with ModelSamplingContinuousEDM computes exactly the preconditioning of f1core.diffusion,
 so core samplers, schedulers, guiders and patches treat F.1 like any other model.
+
+F.1's text context keeps only a prompt's own tokens, so a prompt and its negative rarely have lengths core's
+CONDCrossAttn batches (equal, or a least common multiple at most 4x the shorter), and each step took two U-Net
+calls. F1Context batches contexts of any lengths, zero-padded, with F1ContextMask hiding the padding from
+attention (the `context_mask` the U-Net and the F.1 ControlNet take).
 """
 import torch
 
+import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models_base
 
+from ..f1core.models.attention import NEVER, pad_tokens
 from ..f1core.models.unet import F1UNet
+
+
+class F1Context(comfy.conds.CONDCrossAttn):
+    def can_concat(self, other):
+        a, b = self.cond.shape, other.cond.shape
+        return a[0] == b[0] and a[2] == b[2] and self.cond.device == other.cond.device
+
+    def concat(self, others):
+        return pad_tokens([self.cond] + [other.cond for other in others])
+
+
+class F1ContextMask(comfy.conds.CONDRegular):
+    """[B, L] additive key bias of a context: 0 on its tokens, NEVER on the padding its batch adds. Additive, not
+    bool: core casts every float cond to the model's dtype."""
+
+    def can_concat(self, other):
+        return self.cond.shape[0] == other.cond.shape[0] and self.cond.device == other.cond.device
+
+    def concat(self, others):
+        return pad_tokens([self.cond] + [other.cond for other in others], value=NEVER)
 
 
 class F1LatentFormat(comfy.latent_formats.LatentFormat):
@@ -51,6 +78,14 @@ class F1BaseModel(comfy.model_base.BaseModel):
     def __init__(self, model_config, device=None):
         super().__init__(model_config, model_type=comfy.model_base.ModelType.EDM, device=device,
                          unet_model=_build_unet)
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        context = out.get("c_crossattn")
+        if context is not None:
+            out["c_crossattn"] = F1Context(context.cond)
+            out["context_mask"] = F1ContextMask(torch.zeros(context.cond.shape[:2]))
+        return out
 
     def encode_adm(self, **kwargs):
         pooled = kwargs.get("pooled_output")

@@ -63,8 +63,10 @@ class RegionPatch:
                              "another patch (token merging or tiling) changed the tokens. Apply it after "
                              "F1ApplyRegions or remove it")
         chunks = [c == 0 for c in extra.get("cond_or_uncond", [0])]
-        bias = regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), k.shape[1] - regional.region_tokens,
-                                 scale, q.dtype, q.device)
+        base_length = k.shape[1] - regional.region_tokens
+        bias = regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), base_length, scale, q.dtype, q.device)
+        if extra.get("context_mask") is not None:  # F.1: prompts of different lengths batched, zero-padded
+            bias = regional.hide_padding(bias, extra["context_mask"], base_length)
         return optimized_attention(q, k, v, heads, mask=bias)
 
 

@@ -76,6 +76,36 @@ def test_f1core_dpmpp_2m_matches_core_dpmpp_2m_on_the_f1_model(comfy, f1_model):
     torch.testing.assert_close(ours, core, atol=1e-4, rtol=1e-4)
 
 
+def test_prompt_and_negative_of_any_lengths_take_one_call_per_step_and_sample_as_two(comfy, f1_model):
+    """Core batches F.1 contexts of different lengths (7 and 5 tokens: core's own rule refuses them) zero-padded
+    under `context_mask`, in one U-Net call per step, and the result is f1core's sampling with the two
+    predictions made separately, unpadded."""
+    from f1core.guidance import cfg_combine
+    config, unet, patcher = f1_model
+    positive_ctx, positive_pooled, positive = conditioning(config, 6, tokens=7)
+    negative_ctx, negative_pooled, negative = conditioning(config, 7, tokens=5)
+    latent = torch.zeros(1, config.unet.in_channels, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 3)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 6)
+    batches = []
+    hook = patcher.model.diffusion_model.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    try:
+        core = comfy.sample.sample_custom(patcher, noise, 3.0, comfy.samplers.KSAMPLER(sampling.sample_dpmpp_2m),
+                                          sigmas, positive, negative, latent, disable_pbar=True, seed=3)
+    finally:
+        hook.remove()
+    assert batches == [2] * 6  # dpmpp_2m: one model evaluation per step, cond and uncond in one call
+
+    denoiser = F1Denoiser(unet, config.schedule)
+
+    def guided(x, sigma, **_):
+        cond = denoiser(x, sigma, context=positive_ctx, y=positive_pooled)
+        return cfg_combine(cond, denoiser(x, sigma, context=negative_ctx, y=negative_pooled), 3.0)
+    start = noise * (1 + sigmas[0] ** 2).sqrt()  # core's noise scaling when sampling starts at sigma_max
+    ours = sampling.sample_dpmpp_2m(guided, start, sigmas, disable=True)
+    torch.testing.assert_close(core, ours, atol=1e-4, rtol=1e-4)
+
+
 def test_loader_builds_the_unet_once_inside_core_model(comfy, f1_model, tmp_path):
     """F1CheckpointLoader's path: the file's U-Net weights go straight into core's model; text and VAE on core's
     operations."""

@@ -239,6 +239,21 @@ def test_core_apply_controlnet_advanced_applies_the_f1_controlnet(comfy, f1):
     assert apply_advanced(positive, negative, edges, hint_image(), 0.0) == (positive, negative)
 
 
+def test_the_controlnet_reads_a_prompt_batched_with_a_longer_negative_as_alone(comfy, f1, glue):
+    """Core batches F.1 prompts of different lengths zero-padded (nodes/f1_model.py): the ControlNet must hide the
+    padding as the U-Net does, so the positive's prediction does not depend on the negative's length."""
+    from test_regions import first_denoised
+    patcher, conditioning, _, _ = f1
+    # the XS-like design reads the text (the adapter does not)
+    edges = glue.core_controlnet(woken(F1ControlNet(control_config_for(tiny(), reads_latent=True)), seed=7))
+    latent = torch.zeros(1, 6, 8, 8)
+    positive = conditioning(1, tokens=3)
+    short, long = conditioning(2, tokens=3), conditioning(3, tokens=7)
+    alone, _, _ = first_denoised(comfy, patcher, *apply_advanced(positive, short, edges, hint_image()), latent)
+    padded, _, _ = first_denoised(comfy, patcher, *apply_advanced(positive, long, edges, hint_image()), latent)
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_chained_f1_controlnets_add_up(comfy, f1):
     patcher, conditioning, edges, depth = f1
     positive, negative = conditioning(1), conditioning(2)

@@ -109,6 +109,26 @@ def test_a_prompts_share_does_not_depend_on_its_length():
     torch.testing.assert_close(out.reshape(h, w, -1)[:, 1], torch.ones(h, WIDTH))
 
 
+def test_prompts_batched_zero_padded_under_a_context_mask_attend_as_unpadded():
+    """F.1 batches a prompt and a negative of different lengths zero-padded under an additive mask; the regional
+    bias must then hide the padding and spread each row's base share over that row's own tokens."""
+    from f1core.models.attention import NEVER, pad_tokens
+    h, w = 3, 4
+    left, _ = halves(h, w)
+    regional = RegionalAttention([Region(ctx(2, 3), left)])
+    base, negative = ctx(0, 5), ctx(1, 8)
+    q = torch.randn(2, h * w, WIDTH)
+    want = torch.cat([regional_attention(regional, q[i:i + 1], k, [c], 1, h, w)
+                      for i, (k, c) in enumerate([(base, True), (negative, False)])])
+    padded = pad_tokens([base, negative])
+    mask = pad_tokens([torch.zeros(1, 5), torch.zeros(1, 8)], value=NEVER)
+    k, v = regional.extend(padded, padded)
+    bias = regional.hide_padding(regional.key_bias(h, w, [True, False], 1, 8), mask, 8)
+    torch.testing.assert_close(attention(q, k, v, 2, mask=bias), want)
+    unhidden = attention(q, k, v, 2, mask=regional.key_bias(h, w, [True, False], 1, 8))
+    assert (unhidden[0] - want[0]).abs().max() > 1e-3  # the padding would take attention without it
+
+
 def test_batch_items_read_their_own_masks():
     h, w = 3, 4
     masks = torch.stack([torch.ones(h, w), torch.zeros(h, w)])

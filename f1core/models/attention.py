@@ -12,6 +12,28 @@ import torch.nn.functional as F
 
 from ..ops import resolve
 
+# A finite "never" for additive key masks: -inf makes chunked attention kernels (core's sub-quadratic) produce NaN
+# on all-masked chunks.
+NEVER = -1.0e4
+
+
+def pad_tokens(tensors, value: float = 0.0) -> torch.Tensor:
+    """[B_i, L_i, ...] tensors -> one batch [sum B_i, max L_i, ...], each padded with `value` after its tokens."""
+    length = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        pad = [0, 0] * (t.ndim - 2) + [0, length - t.shape[1]]
+        padded.append(F.pad(t, pad, value=value))
+    return torch.cat(padded)
+
+
+def grow_key_mask(mask, length: int):
+    """A [B, L] or [B, Nq, L] key mask for a context a patch lengthened to `length`: the appended tokens are
+    visible to every query."""
+    if mask is None or mask.shape[-1] >= length:
+        return mask
+    return F.pad(mask, (0, length - mask.shape[-1]), value=True if mask.dtype == torch.bool else 0.0)
+
 
 def key_mask_bias(mask, dtype):
     """A key mask as SDPA's attn_mask [B or 1, heads or 1, Nq or 1, L].
@@ -103,6 +125,10 @@ def patched_attention(attn: Attention, kind: str, n, context, transformer_option
     value = context
     for patch in before:
         n, context, value = patch(n, context, value, extra)
+    if before and context is not None:
+        key_mask = grow_key_mask(key_mask, context.shape[1])
+    if extra is not None and key_mask is not None:
+        extra["context_mask"] = key_mask  # a replacement attends itself: it must hide the padding too
 
     if replacement is not None:
         context = n if context is None else context

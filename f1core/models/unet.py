@@ -261,7 +261,8 @@ class F1UNet(F1Encoder):
 
     def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={},
                 context_mask=None, **kwargs):
-        """context_mask: optional [B, L] bool marking real text tokens, for padded training batches."""
+        """context_mask: optional [B, L] key mask of padded contexts: bool True on text tokens (training batches),
+        or additive, 0 on tokens and NEVER on padding (ComfyUI's batches of prompts of different lengths)."""
         if context is None:
             raise ValueError("F1UNet needs `context` (the text embedding); got None")
         transformer_options = dict(transformer_options)
