@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive.py [--checkpoint PATH] [--scenes N]   # the test run
     python benchmarks/adaptive.py --split val                        # the tuning run
+    python benchmarks/adaptive.py --calibration-only                 # only the reuse calibration (val)
 
 Prompt mix: the split's simple scenes (single_object, colours) with complex ones (two_objects, counting,
 position), the first N of each category. Scene i is rendered with seed i by every sampler, so accuracies are
@@ -208,6 +209,11 @@ def calibrate(pipe: F1Pipeline) -> sampling.ReuseCalibration:
     return sampling.ReuseCalibration.fit([p for t in traces for p in t.pairs])
 
 
+def print_calibration(calibration: sampling.ReuseCalibration):
+    print(f"reuse calibration (val, {REFERENCE_STEPS} steps): output change = polynomial "
+          f"{tuple(round(c, 4) for c in calibration.coefficients)} of the input change", flush=True)
+
+
 def fewest_calls_at(runs, target: float):
     """The run with the fewest mean calls whose accuracy is >= target, or None."""
     good = [r for r in runs if r.accuracy >= target - 1e-9]
@@ -258,11 +264,17 @@ def main() -> int:
                         help="the estimator of the last line")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chart", default=None, help="where to save the chart (default benchmarks/adaptive-SPLIT.png)")
+    parser.add_argument("--calibration-only", action="store_true",
+                        help="print the reuse calibration and stop (for f1core.sampling's SHIPPED_REUSE_CALIBRATION "
+                             "when the shipped default changes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     pipe = F1Pipeline.from_file(args.checkpoint)
+    if args.calibration_only:
+        print_calibration(calibrate(pipe))
+        return 0
     specs = mix_specs(args.split, args.scenes)
     bench = Bench(pipe, specs)
     print(f"{Path(args.checkpoint).name}, {args.split} split: {len(specs)} scenes "
@@ -281,8 +293,7 @@ def main() -> int:
     runs += adaptive
 
     calibration = calibrate(pipe)
-    print(f"reuse calibration (val, {REFERENCE_STEPS} steps): output change = polynomial "
-          f"{tuple(round(c, 4) for c in calibration.coefficients)} of the input change", flush=True)
+    print_calibration(calibration)
     reuse = [bench.reuse(label, thr, cap, replace(calibration, max_reused_in_row=cap) if calibrated else None)
              for label, thr, cap, calibrated in REUSE_CANDIDATES]
     runs += reuse

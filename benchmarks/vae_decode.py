@@ -6,7 +6,7 @@ candidate speed-ups, side by side in one run, each checked for quality on real l
 Latents: scene-engine renders of the val split (f1core.data.splits), encoded by the shipped VAE
 (models/f1-tiny-scenes.safetensors) at 64²: `--per-category` scenes of each category, and `--large` mosaics of
 16x16 val scenes at 1024², each scene's latent encoded on its own and laid side by side (real latents at 1024²).
-Time: every candidate decodes a 1024² latent ([1, 10, 128, 128]) in turn, round after round (interleaved, so a
+Time: every candidate decodes a 1024² latent ([1, 10, 128, 128] at /8) in turn, round after round (interleaved, so a
 busy neighbour slows all alike); the median per candidate, speed-up = the baseline's median over its.
 Quality: at 64², PSNR of each decode against the renders, its drop from the baseline's (the PSNR loss, limit
 0.5 dB), and the judge (f1core.eval), which may lose at most one scene. The shipped VAE only draws at 64², where
@@ -15,7 +15,7 @@ at 64²), so at 1024² there is no render to compare with: there each decode is 
 decode, which tiles approximate, and may not fall more than 0.5 dB below the baseline's PSNR to it.
 
 Candidates:
-  3x3 tiles, fp32 (baseline)  F1VAEDecode before: tiles of 512 px (64 latent px) with 8 latent px of overlap,
+  3x3 tiles, fp32 (baseline)  F1VAEDecode before: tiles of 512 px (64 latent px at /8) with 8 latent px of overlap,
                               which is 3x3 tiles and 2.25x the pixels of the image at 1024²
   2x2 tiles, fp32             the same bound on a tile's memory, 512 px plus the overlap: 2x2 tiles at 1024²
   whole, fp32                 no tiles (memory grows with the image)
@@ -55,7 +55,7 @@ from f1core.quantize import quantize_latent  # noqa: E402
 
 SHIPPED = ROOT / "models" / "f1-tiny-scenes.safetensors"
 LARGE = 1024
-TILE, OVERLAP = 64, 8           # F1VAEDecode's tile before this benchmark (512 px at /8) and decode_tiled's overlap
+TILE_PIXELS, OVERLAP = 512, 8   # F1VAEDecode's tile before this benchmark (image px) and decode_tiled's overlap
 PSNR_LIMIT = 0.5                # dB
 CALIBRATION_SCENES = 4          # per category, taken after the scenes the quality check uses
 
@@ -95,13 +95,14 @@ def int8_vae(vae, calibration):
 
 
 def candidates(vae, calibration):
-    large_tile = TILE + OVERLAP
+    tile = TILE_PIXELS // vae.config.downscale  # in latent pixels
+    large_tile = tile + OVERLAP
     q8 = int8_vae(vae, calibration)
     return {
-        "3x3 tiles, fp32 (baseline)": lambda z: vae.decode_tiled(z, TILE, OVERLAP),
+        "3x3 tiles, fp32 (baseline)": lambda z: vae.decode_tiled(z, tile, OVERLAP),
         "2x2 tiles, fp32": lambda z: vae.decode_tiled(z, large_tile, OVERLAP),
         "whole, fp32": lambda z: vae.decode(z),
-        "3x3 tiles, bf16": lambda z: vae.decode_tiled(z, TILE, OVERLAP, bf16=True),
+        "3x3 tiles, bf16": lambda z: vae.decode_tiled(z, tile, OVERLAP, bf16=True),
         "2x2 tiles, bf16": lambda z: vae.decode_tiled(z, large_tile, OVERLAP, bf16=True),
         "2x2 tiles, int8": lambda z: q8.decode_tiled(z, large_tile, OVERLAP),
     }

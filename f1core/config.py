@@ -213,8 +213,9 @@ def full() -> F1Config:
 
 
 def scenes(vocab_size: int = 1024) -> F1Config:
-    """The embedded default `f1-tiny-scenes`: 64² scenes, a 10-channel 8x8 latent, small text towers with a
-    scene vocabulary; sized for CPU training and a checkpoint well under 40 MB."""
+    """`f1-tiny-scenes` at /8, the first shipped default: 64² scenes, a 10-channel 8x8 latent, small text towers
+    with a scene vocabulary; sized for CPU training and a checkpoint well under 40 MB. Its /4 successors keep the
+    name, so a trained one replaces models/f1-tiny-scenes.safetensors as a plain copy."""
     vae = VAEConfig(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, fine_channels=8,
                     coarse_channels=8)
     text = TextConfig(

@@ -29,7 +29,8 @@ class F1EmptyLatent(io.ComfyNode):
             display_name="Empty F.1 Latent",
             category="F1/latent",
             description="An all-zero F.1 latent of the given image size, the start of text-to-image. Sides are "
-                        "multiples of 16 (the coarse latent level is 1/16 of the image).",
+                        "multiples of 16, which every F.1 VAE takes (its coarse latent level is 1/16 of the image at "
+                        "/8, 1/8 at /4).",
             inputs=[
                 F1Vae.Input("vae", tooltip="The F1_VAE of Load F.1 Checkpoint; it sets the latent's channels."),
                 io.Int.Input("width", default=512, min=64, max=8192, step=16,
