@@ -110,3 +110,19 @@ def test_diagnose_scores_each_stage_of_the_path(tiny_path, tmp_path, capsys):
     # a random U-Net's error grows with the noise level: at small sigma EDM's skip path returns the input
     errors = list(written["denoising_error"].values())
     assert errors == sorted(errors) and errors[0] < 0.1 < errors[-1]
+    assert written["denoising_error_other_captions"].keys() == written["denoising_error"].keys()
+    assert "| ratio |" in table
+
+
+def test_denoising_error_under_other_captions_measures_how_much_the_text_is_read(tiny_path):
+    from f1core.eval.diagnose import denoising_error
+    from f1core.data.splits import load_split
+
+    specs, pipe = load_split("val")[:4], F1Pipeline.from_file(tiny_path)
+    # the tiny U-Net's zero-initialised attention outputs read no text: the same error under any caption
+    assert denoising_error(pipe, specs, sigmas=(1.0,)) == denoising_error(pipe, specs, (1.0,), other_captions=True)
+    with torch.no_grad():
+        for p in pipe.denoiser.unet.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0, 0.2)
+    assert denoising_error(pipe, specs, sigmas=(1.0,)) != denoising_error(pipe, specs, (1.0,), other_captions=True)

@@ -91,9 +91,13 @@ def _diagnose(args) -> int:
     specs = load_split(args.split)[:args.limit]
     reports = diagnose(pipe, specs, args.denoise, steps=args.steps, cfg=args.cfg, seed=args.seed)
     errors = denoising_error(pipe, specs, seed=args.seed)
-    table = diagnosis_table(reports) + "\n\nHeld-out denoising error (latent MSE, captioned, fixed noise):\n\n" + \
+    others = denoising_error(pipe, specs, seed=args.seed, other_captions=True)
+    table = diagnosis_table(reports) + "\n\nHeld-out denoising error (latent MSE, unguided, fixed noise), with each " \
+        "scene's caption and with another scene's (their ratio: how much the U-Net reads the text):\n\n" + \
         "| sigma | " + " | ".join(f"{s:g}" for s in errors) + " |\n|" + "---|" * (len(errors) + 1) + \
-        "\n| MSE | " + " | ".join(f"{e:.4f}" for e in errors.values()) + " |"
+        "\n| MSE | " + " | ".join(f"{e:.4f}" for e in errors.values()) + " |" + \
+        "\n| MSE, another caption | " + " | ".join(f"{e:.4f}" for e in others.values()) + " |" + \
+        "\n| ratio | " + " | ".join(f"{others[s] / errors[s]:.2f}" for s in errors) + " |"
     out = Path(args.out or Path("output") / f"diagnose-{Path(args.checkpoint).stem}-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
     title = (f"# Where {Path(args.checkpoint).name} loses the scene\n\n{args.split} split, {len(specs)} scenes, "
@@ -101,7 +105,9 @@ def _diagnose(args) -> int:
     (out / "diagnose.md").write_text(f"{title}\n{table}\n")
     (out / "diagnose.json").write_text(json.dumps(
         {name: {"overall": r.overall, "categories": r.by_category(), "attributes": r.to_dict()["attributes"]}
-         for name, r in reports.items()} | {"denoising_error": {f"{s:g}": e for s, e in errors.items()}}, indent=2))
+         for name, r in reports.items()} | {"denoising_error": {f"{s:g}": e for s, e in errors.items()},
+                                                    "denoising_error_other_captions": {f"{s:g}": e for s, e in
+                                                                                       others.items()}}, indent=2))
     print(table)
     print(f"report: {out / 'diagnose.md'}")
     return 0

@@ -63,11 +63,17 @@ def diagnose(pipe, specs, denoise_levels=(0.3, 0.5, 0.7, 0.9), steps: int = 20, 
 
 
 @torch.no_grad()
-def denoising_error(pipe, specs, sigmas=(0.25, 0.5, 1.0, 2.0, 4.0), seed: int = 0) -> dict[float, float]:
+def denoising_error(pipe, specs, sigmas=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0), seed: int = 0,
+                    other_captions: bool = False) -> dict[float, float]:
     """Held-out denoising error per noise level: the mean squared error of the captioned (unguided) denoiser
     on the specs' latents, with fixed noise. It falls while the U-Net learns, whatever noise levels training
-    favoured, so runs with different training settings compare on one scale."""
+    favoured, so runs with different training settings compare on one scale. other_captions: each scene denoised
+    under another scene's caption (the list rolled by half); the rise over the captioned error is how much the
+    U-Net reads the text at that noise level."""
     truth, _ = truth_and_reconstruction(pipe, specs)
+    captions = [caption(spec) for spec in specs]
+    if other_captions:
+        captions = captions[len(captions) // 2:] + captions[:len(captions) // 2]
     errors = {}
     for sigma in sigmas:
         total = 0.0
@@ -75,7 +81,7 @@ def denoising_error(pipe, specs, sigmas=(0.25, 0.5, 1.0, 2.0, 4.0), seed: int = 
             images = truth[start:start + BATCH].to(pipe.device)
             latent = pipe.vae.encode(images * 2 - 1)
             noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + start)).to(pipe.device)
-            text = pipe.text.encode([caption(spec) for spec in specs[start:start + BATCH]])
+            text = pipe.text.encode(captions[start:start + BATCH])
             denoised = pipe.denoiser(latent + sigma * noise, torch.full((len(latent),), sigma, device=pipe.device),
                                      context=text.context, y=text.pooled, context_mask=text.mask)
             total += float((denoised - latent).square().sum())
