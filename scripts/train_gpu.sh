@@ -15,6 +15,9 @@ PY=${PY:-python3}
 OUT=${OUT:-output/gpu}
 RUN=${RUN:-/tmp/f1-gpu-run}
 PRESET=${PRESET:-scenes_x4_patch}
+# the CPU sessions' furthest point of this recipe (its EMA; VAE, U-Net and text): the GPU call continues it.
+# FROM= (empty) starts the U-Net and text from scratch on the committed VAE
+FROM=${FROM-training/f1-scenes-x4p-progress.safetensors}
 # the committed /4 VAE (training/, 6,000 CPU steps, val 33.2 dB) lets the whole budget go to the U-Net, the part
 # that lags; VAE_FROM= (empty) trains a VAE from scratch first
 VAE_FROM=${VAE_FROM-training/f1-scenes-x4-vae.safetensors}
@@ -33,8 +36,9 @@ stage() {  # a budget that ends a stage early is its normal end here (exit statu
   $TRAIN "$@" --no-progress; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc
 }
 
-[ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --data "$VAE_DATA" \
-    ${VAE_FROM:+--vae-from "$VAE_FROM"} || exit 1
+if [ -n "$FROM" ]; then VAE_MINUTES=0; [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --from "$FROM" || exit 1
+else [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --data "$VAE_DATA" \
+    ${VAE_FROM:+--vae-from "$VAE_FROM"} || exit 1; fi
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
 stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr 6e-4 --set p_mean=-0.4 \
