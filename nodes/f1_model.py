@@ -6,7 +6,9 @@ so core samplers, schedulers, guiders and patches treat F.1 like any other model
 F.1's text context keeps only a prompt's own tokens, so a prompt and its negative rarely have lengths core's
 CONDCrossAttn batches (equal, or a least common multiple at most 4x the shorter), and each step took two U-Net
 calls. F1Context batches contexts of any lengths, zero-padded, with F1ContextMask hiding the padding from
-attention (the `context_mask` the U-Net and the F.1 ControlNet take).
+attention (the `context_mask` the U-Net and the F.1 ControlNet take). An attn2 replacement patch attends by
+itself: it gets the mask as extra_options["context_mask"] (the pack's regional patch reads it; one that ignores
+it also attends to the padding).
 """
 import torch
 

@@ -16,6 +16,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
 from ..f1core import limits
+from ..f1core.models.attention import key_mask_bias
 from ..f1core.regions import (STYLE_BLOCKS, Region, RegionalAttention, decouple_prompt, decoupled_regions,
                               layout_from_prompt, mask_schedule, parse_blocks, step_progress)
 from . import f1_limits
@@ -55,8 +56,8 @@ class RegionPatch:
 
     def attend(self, q, k, v, extra):
         heads, (regional, scale) = extra["n_heads"], self.state(extra)
-        if scale <= 0:
-            return optimized_attention(q, k, v, heads)
+        if scale <= 0:  # the base prompt alone, as the model attends without regions
+            return optimized_attention(q, k, v, heads, mask=key_mask_bias(extra.get("context_mask"), q.dtype))
         _, _, h, w = extra["activations_shape"]
         if q.shape[1] != h * w:
             raise ValueError(f"F1ApplyRegions: a cross-attention layer has {q.shape[1]} queries for a {h}x{w} level; "

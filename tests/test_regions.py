@@ -413,6 +413,12 @@ def test_mask_fraction_hands_the_last_steps_back_to_the_base_prompt(comfy, regio
     assert changed[0] > 1e-3 and changed[1] > 1e-3      # steps 0, 1: under the masks
     assert (full[2] - half[2]).abs().max() > 1e-3       # step 2, same x in both: the base prompt again
 
+    # with no step under the masks the patched model is the plain one, also for prompts of different lengths
+    # (F.1 batches them zero-padded: the patch's plain attention must hide the padding too)
+    positive, negative = conditioning(1, tokens=3), conditioning(2, tokens=7)
+    for ours, want in zip(predictions(apply(region_nodes, patcher, regions, mask_fraction=0.0)), predictions(patcher)):
+        torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+
 
 @pytest.fixture(scope="module")
 def clip(comfy, f1_models):
