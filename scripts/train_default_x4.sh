@@ -12,7 +12,8 @@
 #
 #   VAE       the vae stage until VAE_STEPS, no discriminator (it cost PSNR at /8)
 #   U-Net     the diffusion stage on the frozen encoder's latents of a ~60k-scene pool (scenes:12000); lr 1e-3 and
-#             noise levels centred higher than EDM's (p_mean -0.4), the best arms of the sweep in benchmarks/
+#             noise levels centred higher than EDM's (p_mean 0.4: more training at sigma 2-11, where shapes must
+#             come from the words; the progress file's last 227k samples), from the sweeps in benchmarks/
 #   decoder   the decoder alone on the same latents, sharper images without moving the U-Net's latent space
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ $TRAIN vae "$RUN" --data scenes:4000 --steps "$VAE_STEPS" --batch-size 16 --lr 5
     --set vae_adversarial_weight=0 --set checkpoint_every=250 --set curve_every=8000
 $PY -m f1core.train export-vae "$RUN" "$VAE_OUT"
 $TRAIN diffusion "$RUN" --data scenes:12000 --steps "$DIFFUSION_STEPS" --batch-size 32 --lr 1e-3 --threads 1 \
-    --no-progress --set p_mean=-0.4 --set checkpoint_every=500 --set curve_every=32000
+    --no-progress --set p_mean=0.4 --set checkpoint_every=500 --set curve_every=32000
 $TRAIN decoder "$RUN" --data scenes:4000 --steps "$DECODER_STEPS" --batch-size 16 --lr 2e-4 --threads 1 \
     --no-progress --set checkpoint_every=250 --set curve_every=16000
 $PY -m f1core.train export "$RUN" "$OUT"
