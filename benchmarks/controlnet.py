@@ -1,6 +1,7 @@
 """F.1 ControlNet measurements (issue 13).
 
     python benchmarks/controlnet.py [--checkpoint CKPT] [--controlnet CN ...] [--split test] [--scenes N]
+                                    [--pictures docs/controlnet-examples.png]
     python benchmarks/controlnet.py design [--checkpoint CKPT] [--steps N]   # XS vs adapter vs wider XS
 
 The table: adherence measured as ControlNet++ does, by extracting the condition again from the output
@@ -20,6 +21,8 @@ normalised to 0..1, as the depth hint is); mask mIoU between the detected object
 masks (matched one to one, a missing or extra object counts 0); the judge's accuracy overall and on the position
 and counting categories; seconds per sampling step. The last line is `controlled_mask_miou: X` (the first
 ControlNet's mask mIoU; by default the checkpoint's edge ControlNet, models/controlnet/<checkpoint>-edges).
+--pictures saves hint -> output examples: one row per scene (the first of each category), columns the scene's
+render, then for each row of the table its output, each ControlNet's hint before its output.
 
 `design` trains each candidate ControlNet design with the trainer's ControlNet stage for the same number of steps
 on one model, then measures on held-out val scenes how much the edge hint lowers the frozen model's denoising
@@ -180,6 +183,9 @@ def table(args):
         controls[name] = (sampler.load_control(path), condition)
         rows[name] = []
     specs = [s for c in CATEGORIES for s in [x for x in load_split(args.split) if x.category == c][:args.scenes]]
+    pictured = {specs.index(next(s for s in specs if s.category == c)) for c in CATEGORIES
+                if any(s.category == c for s in specs)}
+    picture_rows = []
     started = time.time()
     for index, spec in enumerate(specs):
         sample = render_scene(spec, side, side, seed=index)
@@ -187,9 +193,14 @@ def table(args):
         rows["truth"].append({**adherence(sample.image, sample), "category": spec.category, "step_s": None})
         image, step_s = sampler(prompt, side, index)
         rows["none"].append({**adherence(image, sample), "category": spec.category, "step_s": step_s})
+        pictures = [sample.image, image]
         for name, (control, condition) in controls.items():
-            image, step_s = sampler(prompt, side, index, control, scene_hint(sample, condition), args.strength)
+            hint = scene_hint(sample, condition)
+            image, step_s = sampler(prompt, side, index, control, hint, args.strength)
             rows[name].append({**adherence(image, sample), "category": spec.category, "step_s": step_s})
+            pictures += [hint[..., None].expand(*hint.shape, 3), image]
+        if index in pictured:
+            picture_rows.append(pictures)
         progress = "  ".join(f"{name.split()[0]}: miou {r[-1]['mask_miou']:.2f} edge {r[-1]['edge_f1']:.2f}"
                              for name, r in rows.items())
         print(f"[{index + 1}/{len(specs)}] {time.time() - started:.0f}s {progress}", flush=True)
@@ -220,8 +231,20 @@ def table(args):
     controlled = [name for name in summary if name not in ("truth", "none")]
     for name in controlled:
         print(f"{name}: edge F1 gain over none {summary[name]['edge_f1'] - summary['none']['edge_f1']:+.3f}")
+    if args.pictures:
+        save_pictures(picture_rows, Path(args.pictures))
     print(f"controlled_mask_miou: {summary[controlled[0]]['mask_miou']:.3f}" if controlled
           else "controlled_mask_miou: n/a (no ControlNet given or found in models/controlnet)")
+
+
+def save_pictures(picture_rows: list[list[torch.Tensor]], path: Path, scale: int = 2):
+    """Rows of [H, W, 3] images in 0..1 as one PNG, enlarged `scale` times (nearest) so 64 px scenes can be read."""
+    from torchvision.utils import make_grid, save_image
+    images = torch.stack([p.permute(2, 0, 1).clamp(0, 1) for row in picture_rows for p in row])
+    images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images, nrow=len(picture_rows[0]), padding=4, pad_value=1.0), path)
+    print(f"pictures: {path}")
 
 
 def main(argv=None):
@@ -235,6 +258,7 @@ def main(argv=None):
     parser.add_argument("--scenes", type=int, default=40, help="table: specs per category (the split has 20-58)")
     parser.add_argument("--side", type=int, default=0, help="table: image side (0: the model's resolution)")
     parser.add_argument("--strength", type=float, default=1.0, help="table: the ControlNet's strength")
+    parser.add_argument("--pictures", default=None, help="table: save hint -> output examples to this PNG")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps for the table (default 20); training steps for design (default 150)")
     parser.add_argument("--batch-size", type=int, default=8)
