@@ -9,9 +9,9 @@ The API twins are the source. The UI files are generated from them with a layout
 at a zoom where the frontend still draws text; a test converts them back and checks they equal their twins.
 Thumbnails are the workflow's own output, rendered through a real ComfyUI.
 
-A template whose F1ControlNetLoader names a ControlNet the pack does not ship (yet: the shipped ControlNets are
-trained on the final default, issue 13) cannot run as it is: the tests that execute templates take
-runnable_workflows(), and its thumbnail is what the rest of the graph shows (its hint preview)."""
+A template whose F1ControlNetLoader names a ControlNet the pack does not ship (models/controlnet/ holds those
+trained for the shipped default) cannot run as it is: the tests that execute templates take runnable_workflows(),
+and its thumbnail is what the rest of the graph shows (its hint preview)."""
 from __future__ import annotations
 
 import json

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 
 from f1core.checkpoint import load_checkpoint
+from f1core.control import MAX_SHARE, load_control, matches_unet, parameter_count, read_control_metadata
 from f1core.eval import detect
 from f1core.pipeline import F1Pipeline, upscale_for_detector
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "f1-tiny-scenes.safetensors"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED = MODELS / "f1-tiny-scenes.safetensors"
 COLOURS = ("red", "blue", "yellow", "purple", "green", "pink")
 SEEDS = 4
 
@@ -23,6 +25,18 @@ def test_shipped_checkpoint_is_the_scenes_model_within_budget():
     checkpoint = load_checkpoint(SHIPPED)
     assert checkpoint.config.name == "f1-tiny-scenes" and int(checkpoint.metadata["f1.train_step"]) >= 10000
     assert checkpoint.latent_rgb is not None  # live previews in ComfyUI
+
+
+def test_the_models_folder_fits_its_budget():
+    assert sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file()) <= 60 * 2 ** 20
+
+
+@pytest.mark.parametrize("path", sorted((MODELS / "controlnet").glob("*.safetensors")), ids=lambda p: p.stem)
+def test_a_shipped_controlnet_was_trained_for_the_shipped_default(path):
+    assert read_control_metadata(path)["f1.control_base"] == SHIPPED.name  # retrain it when the default changes
+    control, unet = load_control(path), load_checkpoint(SHIPPED).unet
+    assert matches_unet(control.config, unet.config)
+    assert parameter_count(control) <= MAX_SHARE * parameter_count(unet)
 
 
 def test_the_largest_object_has_the_prompted_colour(pipe):
