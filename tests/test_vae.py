@@ -216,7 +216,9 @@ def test_bf16_decode_stays_close_to_fp32(vae):
         for decode in (vae.decode, lambda z, **kw: vae.decode_tiled(z, tile=8, overlap=2, **kw)):
             exact, fast = decode(z), decode(z, bf16=True)
             assert fast.dtype == exact.dtype and fast.is_contiguous() and fast.shape == exact.shape
-            assert (fast - exact).pow(2).mean().sqrt() < 0.02 * exact.pow(2).mean().sqrt()
+            # bf16's 8-bit mantissa compounds over the decoder's layers: 1-2% relative RMS on random weights,
+            # depending on the CPU's bf16 kernels (2.0% on a machine without AVX512-BF16); a wrong layout is ~100%
+            assert (fast - exact).pow(2).mean().sqrt() < 0.04 * exact.pow(2).mean().sqrt()
 
 
 # --- quantization -------------------------------------------------------------------------------------------------
