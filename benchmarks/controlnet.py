@@ -183,9 +183,7 @@ def table(args):
         controls[name] = (sampler.load_control(path), condition)
         rows[name] = []
     specs = [s for c in CATEGORIES for s in [x for x in load_split(args.split) if x.category == c][:args.scenes]]
-    pictured = {specs.index(next(s for s in specs if s.category == c)) for c in CATEGORIES
-                if any(s.category == c for s in specs)}
-    picture_rows = []
+    picture_rows, pictured = [], set()  # the first scene of each category
     started = time.time()
     for index, spec in enumerate(specs):
         sample = render_scene(spec, side, side, seed=index)
@@ -199,7 +197,8 @@ def table(args):
             image, step_s = sampler(prompt, side, index, control, hint, args.strength)
             rows[name].append({**adherence(image, sample), "category": spec.category, "step_s": step_s})
             pictures += [hint[..., None].expand(*hint.shape, 3), image]
-        if index in pictured:
+        if spec.category not in pictured:
+            pictured.add(spec.category)
             picture_rows.append(pictures)
         progress = "  ".join(f"{name.split()[0]}: miou {r[-1]['mask_miou']:.2f} edge {r[-1]['edge_f1']:.2f}"
                              for name, r in rows.items())
