@@ -17,8 +17,11 @@ OUT_DIR=${OUT_DIR:-models/controlnet}
 CONDITIONS=${CONDITIONS:-edges depth}
 STEPS=${STEPS:-20000}
 BATCH=${BATCH:-16}
-LR=${LR:-1e-4}
+LR=${LR:-5e-4}
 DATA=${DATA:-scenes:4000}
+# Training noise levels, ln(sigma) ~ N(P_MEAN, 1.2^2). A hint matters where the layout is still open (sigma 2-11);
+# at the trainer's default -1.2 (94% of draws below sigma 2) the loss barely moved; 1.0 doubled val mask mIoU.
+P_MEAN=${P_MEAN:-1.0}
 TRAIN="nice -n 10 $PY -m f1core.train"
 export OMP_NUM_THREADS=1
 
@@ -32,6 +35,6 @@ fi
 mkdir -p "$OUT_DIR"
 for condition in $CONDITIONS; do
   $TRAIN "control_$condition" "$RUN" --data "$DATA" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --threads 1 \
-      --no-progress --set checkpoint_every=250 --set condition_dropout=0.2 ${TRAIN_ARGS:-}
+      --no-progress --set checkpoint_every=250 --set condition_dropout=0.2 --set p_mean="$P_MEAN" ${TRAIN_ARGS:-}
   $PY -m f1core.train export-control "$RUN" "control_$condition" "$OUT_DIR/$NAME-$condition.safetensors"
 done
