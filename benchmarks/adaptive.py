@@ -52,7 +52,7 @@ SIMPLE = ("single_object", "colours")
 COMPLEX = ("two_objects", "counting", "position")
 REFERENCE_STEPS = 30
 TOLERANCE = 0.01                        # "equal accuracy": within 1 point of the reference
-FIXED_STEPS = (3, 4, 6, 8, 12, REFERENCE_STEPS)
+FIXED_STEPS = (3, 4, 6, 8, 12, 14, 16, 20, 24, REFERENCE_STEPS)
 CFG = 4.0
 BATCH = 50
 CALIBRATION_SCENES = 10                 # val scenes per category whose trajectories fit the reuse calibration
@@ -70,10 +70,10 @@ class Estimator:
 
 
 ESTIMATORS = {  # (8, 30) with a 3-call probe and prompt weight 0.25 is the nodes' default
-    "prompt": Estimator("prompt", ((2, 8), (3, 12), (4, 16), (8, 30))),
+    "prompt": Estimator("prompt", ((2, 8), (3, 12), (4, 16), (8, 30), (10, 30), (12, 30))),
     "probe3+prompt": Estimator("probe3+prompt", ((3, 12), (8, 30)), probe_steps=3, prompt_weight=0.25),
 }
-TUNED_ESTIMATOR = "probe3+prompt"  # chosen on val (benchmarks/README.md, "Complexity-adaptive steps")
+TUNED_ESTIMATOR = "prompt"  # chosen on val (benchmarks/README.md, "Complexity-adaptive steps")
 # reuse rules at REFERENCE_STEPS steps: (label, threshold, max_reused_in_row, calibrated)
 REUSE_CANDIDATES = (("current", 0.3, 1, False), ("calibrated", 0.2, 3, True), ("calibrated", 0.4, 3, True))
 
