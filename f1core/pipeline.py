@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .checkpoint import F1Checkpoint, load_checkpoint
 from .diffusion import F1Denoiser
-from .guidance import cfg_combine
+from .guidance import GuidanceCurve, cfg_combine
 from .sampling import SAMPLERS
 from .schedules import full_schedule_steps
 
@@ -30,16 +30,17 @@ class F1Pipeline:
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], width: int | None = None, height: int | None = None, steps: int = 20,
-                 cfg: float = 4.0, seed: int | list[int] = 0, sampler: str = "dpmpp_2m", negative: str = "",
-                 images: torch.Tensor | None = None, denoise: float = 1.0, sigmas: torch.Tensor | None = None,
-                 decode: bool = True) -> torch.Tensor:
+                 cfg: float | GuidanceCurve = 4.0, seed: int | list[int] = 0, sampler: str = "dpmpp_2m",
+                 negative: str = "", images: torch.Tensor | None = None, denoise: float = 1.0,
+                 sigmas: torch.Tensor | None = None, decode: bool = True) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1]. Prompt i is seeded with seed + i (or seed[i], given a list), so a
         prompt's image does not depend on what else is in the batch. With `images` ([B, 3, H, W] in [0, 1])
         it is image-to-image: their latents are noised to the `denoise` point of the schedule and sampled from
         there, as in ComfyUI's KSampler (the last `steps` of a schedule of steps / denoise).
         sampler: a name in SAMPLERS or a sampler function of the same contract (a with_reuse wrapper).
         sigmas: an explicit text-to-image schedule (descending, ending in 0) instead of `steps` Karras levels.
-        decode=False returns the latent, e.g. a probe's denoised preview."""
+        decode=False returns the latent, e.g. a probe's denoised preview.
+        cfg: a scale, or a GuidanceCurve read at each step's sigma over the model's range (F1DynamicGuider's)."""
         if callable(sampler):
             sample = sampler
         elif sampler in SAMPLERS:
@@ -72,10 +73,13 @@ class F1Pipeline:
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(self.device)
 
+        schedule = self.config.schedule
+
         def guided(x, sigma, **_):
             both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), context=context, y=pooled,
                                  context_mask=mask)
-            return cfg_combine(*both.chunk(2), cfg)
+            scale = cfg(sigma, schedule.sigma_min, schedule.sigma_max) if isinstance(cfg, GuidanceCurve) else cfg
+            return cfg_combine(*both.chunk(2), scale)
 
         if sigmas is None:
             sigmas = self.denoiser.sigmas(schedule_steps)[-(steps + 1):]

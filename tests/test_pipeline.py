@@ -1,5 +1,6 @@
 """Standalone text-to-image (f1core.pipeline) and the evaluator's `model` command on a random tiny checkpoint."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ import torch
 from f1core.eval.__main__ import main as eval_main
 from f1core.make_tiny import make_tiny
 from f1core.pipeline import F1Pipeline, upscale_for_detector
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "f1-tiny-scenes.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,17 @@ def test_explicit_seeds_schedule_sampler_function_and_latent_out(tiny_path):
                             64 // pipe.vae.config.downscale)
     with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
         pipe(prompts[:1], seed=[1, 2])
+
+
+def test_a_guidance_curve_is_read_per_step():
+    from f1core.guidance import GuidanceCurve, fidelity_to_curve
+    pipe = F1Pipeline.from_file(SHIPPED)  # the random tiny model's cond and uncond are equal: no guidance to see
+    def latent(cfg):
+        return pipe(["a red circle"], width=64, height=64, steps=4, seed=3, cfg=cfg, decode=False)
+
+    torch.testing.assert_close(latent(GuidanceCurve.constant(5.0)), latent(5.0))
+    structure, texture = (latent(fidelity_to_curve(0.5, order)) for order in ("structure_first", "texture_first"))
+    assert (structure - texture).abs().max() > 1e-3
 
 
 def test_image_to_image_keeps_the_image_at_low_denoise(tiny_path):
