@@ -245,7 +245,12 @@ def chart(runs, target: float, path: Path, title: str):
                         yerr=[r.stderr for r in points], marker="o", ms=4, capsize=2, lw=1.5,
                         label=f"{sampler_name} {series}".strip())
     ax.axhline(target, color="grey", ls=":", lw=1, label=f"fixed {REFERENCE_STEPS} steps - 1 point")
-    ax.set_xlabel("model calls per image (guided evaluations)")
+    return save_accuracy_chart(fig, ax, "model calls per image (guided evaluations)", title, path)
+
+
+def save_accuracy_chart(fig, ax, xlabel: str, title: str, path: Path) -> Path:
+    """Label a judge-accuracy chart (also benchmarks/guidance.py's) and save it."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("judge accuracy (± SE)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adaptive import Run  # noqa: E402  (paired standard errors)
+from adaptive import Run, save_accuracy_chart  # noqa: E402  (paired standard errors, the chart's frame)
 
 from f1core.data.captions import caption  # noqa: E402
 from f1core.data.splits import load_split  # noqa: E402
@@ -78,14 +78,7 @@ def chart(scale_rows, order_rows, path: Path, title: str):
         peaks = [1.5 + 7.5 * float(r.setting.split(",")[0]) for r in runs]
         ax.errorbar(peaks, [r.accuracy for r in runs], yerr=[r.stderr for r in runs], marker="s", capsize=2,
                     label=f"fidelity curve, {order} (at its peak scale)")
-    ax.set_xlabel("guidance scale")
-    ax.set_ylabel("judge accuracy (± SE)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_accuracy_chart(fig, ax, "guidance scale", title, path)
 
 
 def main() -> int:
