@@ -180,6 +180,8 @@ def table(args):
     for path in controlnets:
         condition = ControlConfig.from_json(read_control_metadata(path)["f1.control_config"]).condition
         name = f"{condition} ({path.name})"
+        if name in controls:  # rows are keyed by name: a second file of the same name would replace the first
+            raise SystemExit(f"--controlnet: two files named {path.name}; copy one under another name to compare")
         controls[name] = (sampler.load_control(path), condition)
         rows[name] = []
     specs = [s for c in CATEGORIES for s in [x for x in load_split(args.split) if x.category == c][:args.scenes]]

@@ -9,7 +9,7 @@ import torch
 
 from f1core.config import scenes, scenes_x4, scenes_x4_patch, tiny
 from f1core.control import (ControlConfig, F1ControlNet, check_size, control_config_for, load_control,
-                            parameter_count, random_control, save_control)
+                            parameter_count, random_control, read_control_metadata, save_control)
 from f1core.data.scenes import render_scene
 from f1core.hints import layout_to_hint, normalize_depth, sketch_to_edges, thin
 from f1core.models.unet import F1UNet, apply_control
@@ -393,7 +393,8 @@ def test_control_stage_trains_resumes_exactly_and_exports(tmp_path):
     model = load_checkpoint(tmp_path / "random.safetensors")
     with torch.no_grad():  # a random U-Net's zero output layer would pass no gradient to the ControlNet
         model.unet.conv_out.weight.normal_(0, 0.1)
-    save_checkpoint(tmp_path / "model.safetensors", model.config, unet=model.unet, vae=model.vae, text=model.text)
+    save_checkpoint(tmp_path / "model.safetensors", model.config, unet=model.unet, vae=model.vae, text=model.text,
+                    extra_metadata={"f1.train_step": "7"})
     data = SceneDataset.split("train", 1, resolution=64)
     config = TrainConfig(stage="control_depth", steps=4, batch_size=2, log_every=1, lr=1e-3)
     for name in ("straight", "resumed"):
@@ -408,6 +409,8 @@ def test_control_stage_trains_resumes_exactly_and_exports(tmp_path):
         torch.testing.assert_close(resumed["trainee"][key], value, rtol=0, atol=0)
     control = load_control(export_control(tmp_path / "straight", "control_depth", tmp_path / "depth.safetensors"))
     assert control.config.condition == "depth" and control.zero_convs[0].weight.abs().max() > 0
+    metadata = read_control_metadata(tmp_path / "depth.safetensors")  # names the model and its training step
+    assert (metadata["f1.control_base"], metadata["f1.control_base_step"]) == ("model.safetensors", "7")
     with pytest.raises(ValueError, match="init RUN --from"):
         from f1core.train.trainer import create_run
         create_run(tmp_path / "fresh", tiny(), data.corpus())

@@ -121,4 +121,6 @@ def export_control(run_dir, stage: str, out_path) -> Path:
     base = read_metadata(run_dir / BASE_NAME)
     return save_control(out_path, control, {
         "f1.description": f"F.1 ControlNet ({CONTROL_STAGES[stage]}), {state['step']} steps (EMA weights)",
-        "f1.control_base": base.get(INIT_FROM_KEY, ""), "f1.control_step": str(state["step"])})
+        "f1.control_base": base.get(INIT_FROM_KEY, ""), "f1.control_step": str(state["step"]),
+        # the base file's own training step: the same file name can hold a later model
+        "f1.control_base_step": base.get("f1.train_step", "")})
