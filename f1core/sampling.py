@@ -406,7 +406,8 @@ def with_reuse(sampler, threshold: float, stats=None, max_reused_in_row: int | N
 # The rules a node offers: the raw input change (at most one reused call in a row), or the calibration of
 # the shipped default (models/f1-tiny-scenes.safetensors), fitted on val by benchmarks/adaptive.py, which
 # fits and prints one for any checkpoint (`--calibration-only`). Refit it when the shipped file changes: the /4
-# progress model's fit, (-8.2174, 2.5321, -0.0381), puts three times this one's output change on an input change of 0.1.
+# progress model's fit, (-8.2174, 2.5321, -0.0381), puts three times this one's output change on an input
+# change of 0.1.
 SHIPPED_REUSE_CALIBRATION = ReuseCalibration((0.6834, 0.4534, -0.0064), max_reused_in_row=3)
 REUSE_RULES = {"input_change": None, "calibrated": SHIPPED_REUSE_CALIBRATION}
 
