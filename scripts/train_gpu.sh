@@ -18,6 +18,9 @@ PRESET=${PRESET:-scenes_x4_patch}
 # the CPU sessions' furthest point of this recipe (its EMA; VAE, U-Net and text): the GPU call continues it.
 # FROM= (empty) starts the U-Net and text from scratch on the committed VAE
 FROM=${FROM-training/f1-scenes-x4p-progress.safetensors}
+# FROM=training/f1-tiny-scenes-phase3-progress.safetensors LR=2e-4 continues the shipped /8 default's phase 3
+# (its recipe at p_mean 0.4; README, "The shipped default") instead
+LR=${LR:-6e-4}
 # the committed /4 VAE (training/, 6,000 CPU steps, val 33.2 dB) lets the whole budget go to the U-Net, the part
 # that lags; VAE_FROM= (empty) trains a VAE from scratch first
 VAE_FROM=${VAE_FROM-training/f1-scenes-x4-vae.safetensors}
@@ -41,7 +44,7 @@ else [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --d
     ${VAE_FROM:+--vae-from "$VAE_FROM"} || exit 1; fi
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
-stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr 6e-4 --set p_mean=0.4 \
+stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr "$LR" --set p_mean=0.4 \
     --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
 $TRAIN export "$RUN" "$OUT/f1-gpu.safetensors" || exit 1
 split -b 15M -d "$OUT/f1-gpu.safetensors" "$OUT/f1-gpu.safetensors.part-" && rm "$OUT/f1-gpu.safetensors"
