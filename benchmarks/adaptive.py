@@ -115,9 +115,11 @@ class Run:
         return sum(calls) / max(1, len(calls))
 
 
-def mix_specs(split: str, per_category: int):
+def mix_specs(split: str, per_category: int, categories=SIMPLE + COMPLEX):
+    """The first per_category specs of each category, in the order of `categories` (None: all of the split's)."""
     specs = load_split(split)
-    return [s for c in SIMPLE + COMPLEX for s in [s for s in specs if s.category == c][:per_category]]
+    categories = dict.fromkeys(s.category for s in specs) if categories is None else categories
+    return [s for c in categories for s in [s for s in specs if s.category == c][:per_category]]
 
 
 class Bench:

@@ -23,10 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adaptive import Run, save_accuracy_chart  # noqa: E402  (paired standard errors, the chart's frame)
+from adaptive import Run, mix_specs, save_accuracy_chart  # noqa: E402  (paired SEs, scenes, the chart's frame)
 
 from f1core.data.captions import caption  # noqa: E402
-from f1core.data.splits import load_split  # noqa: E402
 from f1core.eval.diagnose import judge  # noqa: E402
 from f1core.guidance import ORDERS, fidelity_to_curve  # noqa: E402
 from f1core.pipeline import F1Pipeline  # noqa: E402
@@ -59,6 +58,7 @@ def judged(pipe, specs, kind, setting, cfg) -> tuple[Run, dict]:
 
 
 def table(rows, reference: Run) -> str:
+    """rows: (run, accuracy per category) pairs."""
     lines = ["| guidance | setting | accuracy ± SE | Δ vs cfg 4 ± paired SE | " + " | ".join(SHOWN) + " |",
              "|---|---|---|---|" + "---|" * len(SHOWN)]
     for run, categories in rows:
@@ -68,15 +68,17 @@ def table(rows, reference: Run) -> str:
     return "\n".join(lines)
 
 
-def chart(scale_rows, order_rows, path: Path, title: str):
+def chart(scale_rows: dict, order_rows: dict, path: Path, title: str):
+    """scale_rows: {scale: (run, categories)}; order_rows: {(fidelity, order): (run, categories)}."""
     fig, ax = figure((900, 480))
-    runs = [r for r, _ in scale_rows]
-    ax.errorbar([float(r.setting) for r in runs], [r.accuracy for r in runs], yerr=[r.stderr for r in runs],
+    runs = [run for run, _ in scale_rows.values()]
+    ax.errorbar(list(scale_rows), [r.accuracy for r in runs], yerr=[r.stderr for r in runs],
                 marker="o", capsize=2, label="constant cfg")
-    for order in ORDERS:  # a fidelity's curve peaks at 1.5 + 7.5 F: plotted at that peak scale
-        runs = [r for r, _ in order_rows if r.setting.endswith(order)]
-        peaks = [1.5 + 7.5 * float(r.setting.split(",")[0]) for r in runs]
-        ax.errorbar(peaks, [r.accuracy for r in runs], yerr=[r.stderr for r in runs], marker="s", capsize=2,
+    for order in ORDERS:  # each fidelity's curve plotted at its peak scale
+        curves = [fidelity_to_curve(f, order) for f in FIDELITIES]
+        runs = [order_rows[f, order][0] for f in FIDELITIES]
+        ax.errorbar([max(c.start, c.end) for c in curves], [r.accuracy for r in runs],
+                    yerr=[r.stderr for r in runs], marker="s", capsize=2,
                     label=f"fidelity curve, {order} (at its peak scale)")
     return save_accuracy_chart(fig, ax, "guidance scale", title, path)
 
@@ -91,21 +93,19 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    specs = load_split(args.split)
-    categories = list(dict.fromkeys(s.category for s in specs))
-    specs = [s for c in categories for s in [s for s in specs if s.category == c][:args.scenes]]
+    specs = mix_specs(args.split, args.scenes, categories=None)
     pipe = F1Pipeline.from_file(args.checkpoint)
     print(f"{Path(args.checkpoint).name}, {args.split} split: {len(specs)} scenes ({args.scenes} per category), "
           f"dpmpp_2m {STEPS} steps", flush=True)
-    scale_rows = [judged(pipe, specs, "cfg", f"{s:g}", s) for s in SCALES]
-    order_rows = [judged(pipe, specs, "fidelity", f"{f:g}, {order}", fidelity_to_curve(f, order))
-                  for f in FIDELITIES for order in ORDERS]
-    reference = next(r for r, _ in scale_rows if float(r.setting) == DEFAULT_CFG)
+    scale_rows = {s: judged(pipe, specs, "cfg", f"{s:g}", s) for s in SCALES}
+    order_rows = {(f, order): judged(pipe, specs, "fidelity", f"{f:g}, {order}", fidelity_to_curve(f, order))
+                  for f in FIDELITIES for order in ORDERS}
+    reference = scale_rows[DEFAULT_CFG][0]
     print()
-    print(table(scale_rows + order_rows, reference))
+    print(table([*scale_rows.values(), *order_rows.values()], reference))
     gaps = []
     for f in FIDELITIES:
-        first, second = (next(r for r, _ in order_rows if r.setting == f"{f:g}, {order}") for order in ORDERS)
+        first, second = (order_rows[f, order][0] for order in ORDERS)
         delta, se = first.paired(second)
         gaps.append(delta)
         print(f"fidelity {f:g}: structure_first - texture_first {delta:+.3f} ± {se:.3f} (paired SE)")
