@@ -8,6 +8,7 @@ from f1core.checkpoint import load_checkpoint
 from f1core.config import tiny
 from f1core.train import TrainConfig, create_run, export, load_state, train
 from f1core.train.logplot import read_jsonl
+from f1core.train.trainer import lr_factor
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
 SIDE = 32
@@ -205,6 +206,16 @@ def test_bad_config_is_rejected_clearly():
         TrainConfig(stage="unet", steps=1)
     with pytest.raises(ValueError, match="condition_dropout"):
         TrainConfig(stage="diffusion", steps=1, condition_dropout=1.0)
+    with pytest.raises(ValueError, match="decay_start"):
+        TrainConfig(stage="diffusion", steps=1, decay_start=500, decay_end=500)
+
+
+def test_cooldown_falls_linearly_to_zero_between_its_steps_after_the_warmup():
+    config = TrainConfig(stage="diffusion", steps=10_000, warmup_steps=100, decay_start=1000, decay_end=3000)
+    factors = [lr_factor(config, step) for step in (0, 99, 500, 1000, 2000, 2999, 3000, 9000)]
+    assert factors == pytest.approx([0.01, 1.0, 1.0, 1.0, 0.5, 0.0005, 0.0, 0.0])
+    constant = TrainConfig(stage="diffusion", steps=10_000, warmup_steps=100)
+    assert lr_factor(constant, 9000) == 1.0
 
 
 def test_training_images_hold_no_held_out_combination():

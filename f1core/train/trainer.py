@@ -70,6 +70,10 @@ class TrainConfig:
     batch_size: int = 16           # global, over all ranks
     lr: float = 2e-4
     warmup_steps: int = 100
+    # a cooldown: the lr falls linearly from `lr` at step decay_start to 0 at decay_end (0: constant after warmup);
+    # steps, not fractions of `steps`, so raising `steps` later still continues the same run
+    decay_start: int = 0
+    decay_end: int = 0
     grad_clip: float = 1.0
     adam_eps: float = 1e-8         # a large eps (>> gradients) turns Adam into momentum SGD, e.g. for exactness tests
     ema_decay: float = 0.999
@@ -110,6 +114,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "decoupling_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.decay_end and not 0 <= self.decay_start < self.decay_end:
+            raise ValueError(f"decay_start, decay_end: expected 0 <= decay_start < decay_end, got "
+                             f"{self.decay_start}, {self.decay_end}")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout: expected 0 <= p < 1, got {self.condition_dropout}")
 
@@ -295,8 +302,11 @@ def _wrap(module: nn.Module, device) -> nn.Module:
     return DistributedDataParallel(module, device_ids=ids)
 
 
-def _lr_factor(config: TrainConfig, step: int) -> float:
-    return min(1.0, (step + 1) / max(1, config.warmup_steps))
+def lr_factor(config: TrainConfig, step: int) -> float:
+    warmup = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if not config.decay_end:
+        return warmup
+    return warmup * min(1.0, max(0.0, (config.decay_end - step) / (config.decay_end - config.decay_start)))
 
 
 class _Stage:
@@ -387,7 +397,7 @@ class _Stage:
 
     def optimise(self, step: int, loss: torch.Tensor):
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * _lr_factor(self.config, step)
+            group["lr"] = self.config.lr * lr_factor(self.config, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
