@@ -121,11 +121,7 @@ def object_scores(spec, detection, masks) -> list[tuple[bool, float]]:
 
 
 def truth_masks(spec, side: int, seed: int) -> torch.Tensor:
-    sample = render_scene(spec, side, side, seed=seed)
-    masks = torch.zeros(len(spec.objects), side, side)
-    for placed, mask in zip(sample.objects, sample.masks):
-        masks[placed.group] = torch.maximum(masks[placed.group], mask)
-    return masks
+    return render_scene(spec, side, side, seed=seed).object_masks()
 
 
 def changed(spec, change: str):

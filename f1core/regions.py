@@ -29,7 +29,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from .models.attention import NEVER
+from .models.attention import NEVER, attention
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,93 @@ def step_progress(sigma: float, sample_sigmas) -> float:
     return index / steps
 
 
+def prompt_shares(masks, strengths, h: int, w: int, items: int, base_weight: float = 0.0,
+                  scale: float = 1.0) -> torch.Tensor:
+    """[items, h * w, 1 + regions]: each prompt's share of a query's attention (the base prompt first) at every
+    query of an h x w level. masks: one [1 or items, 1, H, W] per region (shape_mask), resized to h x w."""
+    resized = []
+    for mask, strength in zip(masks, strengths):
+        m = F.interpolate(mask, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        if m.shape[0] not in (1, items):
+            raise ValueError(f"a region mask has a batch of {m.shape[0]} but the latent batch is {items}; "
+                             "give one mask or one per latent")
+        resized.append(m.expand(items, -1, -1, -1).flatten(1) * (strength * scale))
+    regions = torch.stack(resized, dim=-1).clamp_min(0)               # [items, hw, R]
+    covered = regions.sum(-1, keepdim=True)
+    regions = regions / covered.clamp_min(1.0)                         # overlaps share, never exceed 1
+    base = (1 - regions.sum(-1, keepdim=True)).clamp_min(base_weight)
+    shares = torch.cat([base, regions], dim=-1)
+    return shares / shares.sum(-1, keepdim=True)
+
+
+def _groups(lengths) -> torch.Tensor:
+    """The prompt (0 = base) each token of the concatenated context belongs to."""
+    lengths = torch.as_tensor(lengths).long()
+    return torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+
+
+def share_bias(shares: torch.Tensor, lengths, real: torch.Tensor | None = None) -> torch.Tensor:
+    """The additive key bias [B, hw, sum(lengths)] that gives prompt g (lengths[g] tokens, concatenated in order)
+    the share shares[b, p, g] of query p's attention, whatever its length: log(share) - log(its tokens). real
+    [B, L] bool marks the tokens of zero-padded prompts: padding is never read, and a share spreads over the
+    prompt's real tokens only."""
+    group_of_token = _groups(lengths)
+    per_token = shares[..., group_of_token]                                     # [B, hw, L]
+    if real is None:
+        counts = torch.as_tensor(lengths, dtype=shares.dtype)[group_of_token].expand(shares.shape[0], -1)
+        visible = per_token > 0
+    else:
+        per_group = torch.zeros(real.shape[0], len(lengths), dtype=shares.dtype, device=shares.device)
+        per_group.index_add_(1, group_of_token.to(shares.device), real.to(shares.dtype))
+        counts = per_group[:, group_of_token]
+        visible = (per_token > 0) & real[:, None, :]
+    bias = per_token.clamp_min(1e-30).log() - counts.clamp_min(1).log()[:, None, :]
+    return torch.where(visible, bias, torch.full_like(bias, NEVER))
+
+
+class RegionBatch:
+    """Regions that differ per item of a batch, as training draws them: item b's region r is a phrase under
+    masks[b, r] ([B, R, H, W]; all zero where b has fewer regions, so b attends as it would without regions).
+    `extend` appends the phrases to the base context; `attend`, an attn2 replace for every cross-attention layer
+    of the F.1 U-Net (`options`), reads them by their shares at each level's own h x w, as RegionalAttention
+    does at sampling with base_weight 0."""
+
+    def __init__(self, masks: torch.Tensor, phrases: torch.Tensor, phrases_real: torch.Tensor):
+        """phrases: [B, R, L, D] each item's region phrases, zero-padded to L tokens; phrases_real [B, R, L]."""
+        if masks.ndim != 4 or masks.shape[:2] != phrases.shape[:2]:
+            raise ValueError(f"RegionBatch: masks {list(masks.shape)} must be [B, R, H, W] for phrases "
+                             f"{list(phrases.shape)}")
+        self.masks = [m[:, None].float() for m in masks.unbind(1)]
+        self.phrases, self.phrases_real = phrases, phrases_real
+        self._bias = {}
+
+    @classmethod
+    def gather(cls, masks: torch.Tensor, context: torch.Tensor, real: torch.Tensor, index: torch.Tensor):
+        """From the encoded phrases of a whole batch (context [N, L, D], real [N, L] bool) and index [B, R], the row
+        of item b's region r (-1: none)."""
+        rows = index.clamp_min(0)
+        present = (index >= 0)
+        return cls(masks * present[..., None, None], context[rows], real[rows] & present[..., None])
+
+    def extend(self, context: torch.Tensor, context_real: torch.Tensor):
+        """(context [B, L, D], its tokens [B, L] bool) -> both with every item's region phrases appended."""
+        b, regions, length, dim = self.phrases.shape
+        self.lengths = [context.shape[1]] + [length] * regions
+        self.real = torch.cat([context_real.bool(), self.phrases_real.reshape(b, -1).bool()], dim=1)
+        return torch.cat([context, self.phrases.reshape(b, -1, dim).to(context)], dim=1), self.real
+
+    def options(self, unet) -> dict:
+        """transformer_options that route every cross-attention layer of `unet` through `attend`."""
+        return {"patches_replace": {"attn2": {key: self.attend for key in unet.attention_blocks()}}}
+
+    def attend(self, q, k, v, extra):
+        _, _, h, w = extra["activations_shape"]
+        if (h, w) not in self._bias:
+            shares = prompt_shares(self.masks, [1.0] * len(self.masks), h, w, q.shape[0])
+            self._bias[(h, w)] = share_bias(shares, self.lengths, self.real).to(q.dtype)
+        return attention(q, k, v, extra["n_heads"], mask=self._bias[(h, w)])
+
+
 class RegionalAttention:
     """Regional prompts for cross-attention. Use `extend` on the (context, value) an attention layer is about to
     read, and `bias` for the key bias of that layer's queries; both take the same `scale` (mask_schedule)."""
@@ -142,19 +229,7 @@ class RegionalAttention:
 
     def weights(self, h: int, w: int, items: int, scale: float = 1.0) -> torch.Tensor:
         """[items, h * w, 1 + regions]: each prompt's share (base first) at every query of an h x w level."""
-        resized = []
-        for mask, strength in zip(self.masks, self.strengths):
-            m = F.interpolate(mask, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-            if m.shape[0] not in (1, items):
-                raise ValueError(f"a region mask has a batch of {m.shape[0]} but the latent batch is {items}; "
-                                 "give one mask or one per latent")
-            resized.append(m.expand(items, -1, -1, -1).flatten(1) * (strength * scale))
-        regions = torch.stack(resized, dim=-1).clamp_min(0)               # [items, hw, R]
-        covered = regions.sum(-1, keepdim=True)
-        regions = regions / covered.clamp_min(1.0)                         # overlaps share, never exceed 1
-        base = (1 - regions.sum(-1, keepdim=True)).clamp_min(self.base_weight)
-        shares = torch.cat([base, regions], dim=-1)
-        return shares / shares.sum(-1, keepdim=True)
+        return prompt_shares(self.masks, self.strengths, h, w, items, self.base_weight, scale)
 
     def key_bias(self, h: int, w: int, chunks: list[bool], items: int, base_length: int, scale: float = 1.0,
                  dtype=torch.float32, device=None) -> torch.Tensor:
@@ -164,14 +239,10 @@ class RegionalAttention:
         key = (h, w, tuple(chunks), items, base_length, scale, dtype, device)
         if key in self._cache:
             return self._cache[key]
-        lengths = torch.tensor([base_length] + self.lengths, dtype=torch.float32)
-        shares = self.weights(h, w, items, scale)
-        grouped = torch.where(shares > 0, shares.clamp_min(1e-30).log() - lengths.log(), torch.full_like(shares, NEVER))
-        negative = torch.full((1, 1, len(lengths)), NEVER)
-        negative[..., 0] = 0.0
-        group_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths.long())
-        conditional = grouped[..., group_of_token]                                 # [items, hw, L]
-        unconditional = negative[..., group_of_token].expand_as(conditional)
+        lengths = [base_length] + self.lengths
+        conditional = share_bias(self.weights(h, w, items, scale), lengths)       # [items, hw, L]
+        unconditional = torch.full_like(conditional, NEVER)
+        unconditional[..., :base_length] = 0.0
         bias = torch.cat([conditional if c else unconditional for c in chunks]).to(device=device, dtype=dtype)
         if len(self._cache) > 64:  # one entry per level and step; old steps are never asked again
             self._cache.clear()
@@ -198,7 +269,7 @@ class RegionalAttention:
         their shares (as key_bias); each prompt's tokens attend to their own prompt and to the image inside
         their region (the base prompt's to the whole image); image to image is free."""
         lengths = torch.tensor([base_length] + self.lengths)
-        group_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        group_of_token = _groups(lengths)
         shares = self.weights(h, w, items, scale)
         # image keys compete with the text here: a query's text as a whole weighs as much as one prompt of the
         # share-weighted length would (so one region over everything equals prompting it)
@@ -266,11 +337,18 @@ def decouple_prompt(prompt: str, width: int, height: int) -> DecoupledPrompt:
             x0, y0, x1, y1 = k / len(free), 0.0, (k + 1) / len(free), 1.0
         mask = torch.zeros(height, width)
         mask[round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = 1.0
-        alone = replace(obj, position=None, relation=None)
-        entities.append(Entity(caption(SceneSpec(objects=(replace(alone, style=None),))),
-                               caption(SceneSpec(objects=(alone,))), obj.style, mask))
+        entities.append(Entity(object_phrase(replace(obj, style=None)), object_phrase(obj), obj.style, mask))
     bare = tuple(ObjectSpec(o.shape, count=o.count, position=o.position, relation=o.relation) for o in spec.objects)
     return DecoupledPrompt(tuple(entities), caption(SceneSpec(bare, spec.background)))
+
+
+def object_phrase(obj) -> str:
+    """An object's own words (count, size, colour, shape, style) without its position or relation: the prompt
+    of its region."""
+    from .data.captions import caption
+    from .data.spec import SceneSpec
+
+    return caption(SceneSpec(objects=(replace(obj, position=None, relation=None),)))
 
 
 def layout_from_prompt(prompt: str, width: int, height: int) -> list[tuple[str, torch.Tensor]]:

@@ -8,7 +8,7 @@ import torch
 from f1core.config import tiny
 from f1core.models.attention import attention
 from f1core.models.unet import F1UNet
-from f1core.regions import (Region, RegionalAttention, decouple_prompt, decoupled_regions, layout_from_prompt,
+from f1core.regions import (Region, RegionalAttention, RegionBatch, decouple_prompt, decoupled_regions, layout_from_prompt,
                             mask_schedule, parse_blocks, shape_mask, step_progress)
 
 WIDTH = 8
@@ -288,6 +288,43 @@ def test_key_masks_take_one_row_per_query():
     out = attention(q, k, k, 2, mask=first_two)
     torch.testing.assert_close(out[:, :3], attention(q[:, :3], k[:, :2], k[:, :2], 2))
     torch.testing.assert_close(out[:, 3:], attention(q[:, 3:], k[:, 2:], k[:, 2:], 2))
+
+
+def test_region_batches_train_what_sampling_reads(unet):
+    """Regional training (RegionBatch): an item without regions denoises exactly as without them, one region over
+    the whole image whose phrase is the prompt denoises as the prompt, and two half regions change the output; a
+    zero-padded phrase reads only its own tokens."""
+    x, t, _ = unet_inputs(batch=3)
+    g = torch.Generator().manual_seed(2)
+    dim = tiny().unet.context_dim
+    base = torch.randn(3, 6, dim, generator=g)
+    base_real = torch.ones(3, 6, dtype=torch.bool)
+    base_real[1, 4:] = False                     # item 1's prompt is 4 tokens, padded to 6
+    base[1, 4:] = 0
+    phrases = torch.cat([base[:1], torch.randn(2, 6, dim, generator=g)])   # phrase 0 is item 0's prompt
+    phrases_real = torch.ones(3, 6, dtype=torch.bool)
+    phrases_real[2, 3:] = False
+    h, w = x.shape[-2:]
+    masks = torch.zeros(3, 2, h, w)
+    masks[0, 0] = 1                              # item 0: its prompt over everything
+    masks[2, 0, :, : w // 2] = 1                 # item 2: two halves
+    masks[2, 1, :, w // 2:] = 1
+    index = torch.tensor([[0, -1], [-1, -1], [1, 2]])
+    regions = RegionBatch.gather(masks, phrases, phrases_real, index)
+    context, real = regions.extend(base, base_real)
+    with torch.no_grad():
+        plain = unet(x, t, context=base, context_mask=base_real)
+        regional = unet(x, t, context=context, context_mask=real, transformer_options=regions.options(unet))
+    torch.testing.assert_close(regional[:2], plain[:2], rtol=1e-4, atol=1e-5)
+    assert (regional[2] - plain[2]).abs().max() > 1e-3
+    # the padding of phrase 2 is never read: changing it changes nothing
+    padded = phrases.clone()
+    padded[2, 3:] = 5.0
+    again = RegionBatch.gather(masks, padded, phrases_real, index)
+    context, real = again.extend(base, base_real)
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t, context=context, context_mask=real,
+                                        transformer_options=again.options(unet)), regional)
 
 
 def test_host_attention_function_is_used(unet):

@@ -50,6 +50,13 @@ class SceneSample:
     def caption(self) -> str:
         return caption_of(self.spec)
 
+    def object_masks(self) -> torch.Tensor:
+        """[objects of the spec, H, W]: the instance masks merged per spec object (a count's instances together)."""
+        merged = torch.zeros(len(self.spec.objects), *self.masks.shape[1:])
+        for placed, mask in zip(self.objects, self.masks):
+            merged[placed.group] = torch.maximum(merged[placed.group], mask)
+        return merged
+
 
 def _polygon(shape: str) -> list[tuple[float, float]] | None:
     """Vertices on the unit circumcircle, y pointing down; None for the circle."""

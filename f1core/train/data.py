@@ -18,6 +18,7 @@ from ..data.rng import derive_seed
 from ..data.longtail import HELD_OUT
 from ..data.scenes import render_scene
 from ..data.splits import generate_split
+from ..regions import object_phrase
 
 HELD_OUT_COMBOS = list(HELD_OUT.values())
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,6 +66,12 @@ class SceneDataset:
             cached = (sample.image * 255).round().to(torch.uint8).permute(2, 0, 1).contiguous()
             self._cache[index] = cached
         return _to_model_range(cached)
+
+    def regions(self, index: int) -> tuple[list[str], torch.Tensor]:
+        """Each object's phrase (object_phrase) and its instance mask [objects, H, W] in the item's render: what
+        regional training puts under each region."""
+        sample = self.render(index)
+        return [object_phrase(obj) for obj in sample.spec.objects], sample.object_masks()
 
     def caption(self, index: int, variant: int = 0) -> str:
         spec = self._spec(index)

@@ -40,6 +40,7 @@ from ..config import F1Config
 from ..data.pairs import factor_pairs, pair_batch
 from ..diffusion import F1Denoiser
 from ..preview import fit_latent_rgb
+from ..regions import RegionBatch
 from ..text.adapter import role_summaries
 from ..text.vocab import build_vocab
 from . import distributed as dist_utils
@@ -106,6 +107,10 @@ class TrainConfig:
     # at contrastive_temperature; 0 switches it off
     decoupling_weight: float = 0.0
     decoupling_pairs: int = 24
+    # regional training: this share of each batch (its captioned items) denoises with every object's phrase under
+    # its instance mask and the caption as the base prompt (f1core.regions.RegionBatch, the attention F1ApplyRegions
+    # patches in at sampling), so the U-Net learns to draw a region's phrase inside it; 0 switches it off
+    regional_share: float = 0.0
     latent_stat_images: int = 256
 
     def __post_init__(self):
@@ -117,6 +122,8 @@ class TrainConfig:
         if self.decay_end and not 0 <= self.decay_start < self.decay_end:
             raise ValueError(f"decay_start, decay_end: expected 0 <= decay_start < decay_end, got "
                              f"{self.decay_start}, {self.decay_end}")
+        if not 0.0 <= self.regional_share <= 1.0:
+            raise ValueError(f"regional_share: expected 0 <= share <= 1, got {self.regional_share}")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout: expected 0 <= p < 1, got {self.condition_dropout}")
 
@@ -243,12 +250,22 @@ class DiffusionTrainee(nn.Module):
         self.token_head = TokenReconstructionHead(config.text.adapter.context_dim, config.text.clip.vocab_size,
                                                   roberta_vocab)
 
-    def forward(self, x0, tokens, keep, sigma, noise, temperature: float, pair_tokens=None, pair_factor=None):
+    def forward(self, x0, tokens, keep, sigma, noise, temperature: float, pair_tokens=None, pair_factor=None,
+                region_tokens=None, region_index=None, region_masks=None):
         """pair_tokens: the factor pairs' anchor, positive and changed captions, in three equal blocks, with
-        pair_factor [pairs] each pair's changed role; None: no decoupling term."""
+        pair_factor [pairs] each pair's changed role; None: no decoupling term. region_tokens: the batch's region
+        phrases, region_index [B, R] the phrase of item b's region r (-1: none) under region_masks [B, R, H, W];
+        None: no regions."""
         enc = self.text.encode_ids(tokens)
+        context, context_mask, options = enc.context, enc.mask, {}
+        if region_tokens is not None:
+            phrases = self.text.encode_ids(region_tokens)
+            regions = RegionBatch.gather(region_masks, phrases.context, phrases.mask, region_index)
+            context, context_mask = regions.extend(context, context_mask)
+            options = regions.options(self.denoiser.unet)
         s = sigma.reshape(-1, 1, 1, 1)
-        denoised = self.denoiser(x0 + s * noise, sigma, context=enc.context, y=enc.pooled, context_mask=enc.mask)
+        denoised = self.denoiser(x0 + s * noise, sigma, context=context, y=enc.pooled, context_mask=context_mask,
+                                 transformer_options=options)
         per_sample = (edm_loss_weight(s, self.sigma_data) * (denoised - x0).square()).mean(dim=(1, 2, 3))
         diffusion = dist_utils.global_mean(per_sample.sum(), x0.new_tensor(float(x0.shape[0])))
         contrastive = contrastive_loss(self.image_embedder(x0), self.text_projection(enc.pooled), keep, temperature)
@@ -563,7 +580,7 @@ class DiffusionStage(_Stage):
         sigma = log_normal_sigmas(self.randn(step, (), "sigma"), cfg.p_mean, cfg.p_std)
         noise = self.randn(step, x0.shape[1:], "noise")
         out = self.trainee_ddp(x0, tokens, keep.to(self.device), sigma, noise, cfg.contrastive_temperature,
-                               *self.factor_pairs(step))
+                               *self.factor_pairs(step), **self.regions(indices, keep))
         loss = out["diffusion"] + cfg.contrastive_weight * out["contrastive"] + cfg.token_weight * out["token"]
         logs = {}
         if "decoupling" in out:
@@ -580,6 +597,29 @@ class DiffusionStage(_Stage):
         return {"loss": float(loss.detach()), "diffusion_loss": float(out["diffusion"].detach()),
                 "contrastive_loss": float(out["contrastive"].detach()) / dist_utils.world_size(),
                 "token_loss": float(out["token"].detach()), **logs}
+
+    def regions(self, indices: torch.Tensor, keep: torch.Tensor) -> dict:
+        """The regional share's items of this rank's batch (their first items; a caption-dropped one stays
+        unconditional): DiffusionTrainee's region arguments, or none."""
+        count = round(self.config.regional_share * len(indices))
+        items = [n for n in range(count) if keep[n]]
+        if not items:
+            return {}
+        if not hasattr(self.dataset, "regions"):
+            raise ValueError(f"regional_share: the dataset {type(self.dataset).__name__} has no object masks; "
+                             "train with --data scenes or leave regional_share at 0")
+        drawn = {n: self.dataset.regions(int(indices[n])) for n in items}
+        most = max(len(phrases) for phrases, _ in drawn.values())
+        side = next(iter(drawn.values()))[1].shape[-2:]
+        index = torch.full((len(indices), most), -1, dtype=torch.long)
+        masks = torch.zeros(len(indices), most, *side)
+        phrases = []
+        for n, (item_phrases, item_masks) in drawn.items():
+            index[n, :len(item_phrases)] = torch.arange(len(phrases), len(phrases) + len(item_phrases))
+            masks[n, :len(item_phrases)] = item_masks
+            phrases += item_phrases
+        return {"region_tokens": self.trainee.text.tokenize(phrases).to(self.device),
+                "region_index": index.to(self.device), "region_masks": masks.to(self.device)}
 
     def factor_pairs(self, step: int) -> tuple:
         """(tokens of this rank's share of the step's factor pairs, their changed roles), or () when off."""
