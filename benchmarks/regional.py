@@ -2,7 +2,8 @@
 
     python benchmarks/regional.py [--model NAME] [--scenes N] [--steps 20]
 
-Scenes: the test split's two_objects, position and colour_attribution specs (the first --scenes of each).
+Scenes: the test split's two_objects, position and colour_attribution specs (the first --scenes of each; --split val
+to compare candidate models without touching test).
 Masks, two sources per scene: the scene engine's ground-truth instance masks (render_scene of the spec; the
 instances of one object merged) and F1LayoutFromPrompt's masks of its caption. Conditions, same seed and noise:
 
@@ -137,13 +138,44 @@ def changed(spec, change: str):
     return replace(spec, objects=(replace(first, colour=value), *spec.objects[1:]))
 
 
+def save_picture(path: Path, pictured, model: str):
+    """Columns: scenes; rows: the masks (one colour per object), no masks, F1ApplyRegions over the masks."""
+    import textwrap
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    palette = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.4, 0.9], [0.2, 0.75, 0.3], [0.95, 0.8, 0.2]])
+    rows = ("masks", "no masks", "F1ApplyRegions")
+    fig, axes = plt.subplots(len(rows), len(pictured), figsize=(2.3 * len(pictured), 2.3 * len(rows) + 0.6),
+                             squeeze=False)
+    for column, (spec, masks, plain, regional) in enumerate(pictured):
+        shown = 1 - (masks[..., None] * (1 - palette[:len(masks), None, None])).amax(0)
+        for row, image in enumerate((shown.numpy(), plain, regional)):
+            ax = axes[row, column]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(rows[row])
+        axes[0, column].set_title("\n".join(textwrap.wrap(caption(spec), 24)), fontsize=8)
+    fig.suptitle(f"{model}: the same seed without and with regions (ground-truth masks)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="f1-tiny-scenes.safetensors", help="an F.1 checkpoint the loader lists")
     parser.add_argument("--scenes", type=int, default=40, help="scenes per category (the split has 40-48)")
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="val to choose between models")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--side", type=int, default=64, help="image side (the shipped default draws 64x64)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--picture", type=Path, help="also save the first scene of each category as a PNG: "
+                                                      "its masks, no masks, and F1ApplyRegions over the masks")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,10 +205,11 @@ def main():
             chain = nodes.F1Region.execute(bench.clip, phrase, mask, 1.0, chain).result[0]
         return bench.sample(bench.regional(chain), bench.cond(prompt), seed)
 
-    specs = [s for c in CATEGORIES for s in [x for x in load_split("test") if x.category == c][:args.scenes]]
+    specs = [s for c in CATEGORIES for s in [x for x in load_split(args.split) if x.category == c][:args.scenes]]
     rows = {(c, s): {"objects": [], "judge": {k: [] for k in CATEGORIES}, "step_s": []}
             for c in CONDITIONS for s in SOURCES}
     kept = {(c, change): [] for c in DECOUPLING for change in CHANGES}
+    pictured = []
     started = time.time()
     for index, spec in enumerate(specs):
         prompt = caption(spec)
@@ -197,7 +230,11 @@ def main():
             for change in CHANGES:
                 image, _ = run(condition, changed(spec, change), masks["truth"], index)
                 kept[(condition, change)].append(layout_iou(detections[(condition, "truth")], detect(image)))
+        if args.picture and spec.category not in {p[0].category for p in pictured}:
+            pictured.append((spec, masks["truth"], images[("none", "truth")][0], images[("f1_regions", "truth")][0]))
         print(f"[{index + 1}/{len(specs)}] {prompt} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+    if args.picture:
+        save_picture(args.picture, pictured, args.model)
 
     counts = {c: sum(s.category == c for s in specs) for c in CATEGORIES}
     print(f"\n{len(specs)} scenes ({', '.join(f'{c} {n}' for c, n in counts.items())}), model {args.model}, "
