@@ -1,5 +1,6 @@
 """The F.1 trainer on a tiny config and a toy dataset: losses fall, resume continues exactly, export loads."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -366,6 +367,12 @@ def test_decoder_stage_sharpens_the_exported_vae_without_moving_its_latents(vae_
     assert after.metadata["f1.decoder_step"] == "20"
     for key, value in after.unet.state_dict().items():
         torch.testing.assert_close(value, before.unet.state_dict()[key])
+
+    from f1core.train import create_run_from_checkpoint   # a run from this export tunes the decoder further
+    create_run_from_checkpoint(tmp_path / "more", tmp_path / "after.safetensors")
+    train(tmp_path / "more", data, _diffusion_config(1, lr=0.0), progress=False)
+    train(tmp_path / "more", data, replace(decoder, steps=3), progress=False)
+    assert load_checkpoint(export(tmp_path / "more", tmp_path / "more.safetensors")).metadata["f1.decoder_step"] == "23"
 
 
 def test_loss_plot_keeps_stages_apart_when_they_log_side_by_side(tmp_path):

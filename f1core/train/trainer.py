@@ -759,7 +759,7 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
     decoder_state = load_state(run_dir, "decoder")
     if decoder_state is not None:
         parts["vae"].load_state_dict(_decoder_tuned(parts["vae"], decoder_state, run_dir))
-        metadata["f1.decoder_step"] = str(decoder_state["step"])
+        metadata["f1.decoder_step"] = str(int(base_metadata.get("f1.decoder_step", 0)) + int(decoder_state["step"]))
     return save_checkpoint(out_path, config, **parts, latent_rgb=json.loads(state["latent_rgb"]),
                            extra_metadata=metadata)
 
