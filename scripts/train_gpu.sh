@@ -28,6 +28,8 @@ if [ -n "$VAE_FROM" ]; then VAE_MINUTES=${VAE_MINUTES:-0}; DIFFUSION_MINUTES=${D
 else VAE_MINUTES=${VAE_MINUTES:-3}; DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-4.5}; fi
 VAE_DATA=${VAE_DATA:-scenes:4000}         # ~20k train scenes
 DIFFUSION_DATA=${DIFFUSION_DATA:-scenes:12000}   # ~60k, encoded once into the run's latents.pt
+# the share of each batch trained under its objects' masks (regional prompts, issue 12); 0 trains captions only
+REGIONAL_SHARE=${REGIONAL_SHARE:-0}
 mkdir -p "$OUT"
 if ! $PY -c "import kornia" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -45,7 +47,7 @@ else [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --d
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
 stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr "$LR" --set p_mean=0.4 \
-    --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
+    --set regional_share="$REGIONAL_SHARE" --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
 $TRAIN export "$RUN" "$OUT/f1-gpu.safetensors" || exit 1
 split -b 15M -d "$OUT/f1-gpu.safetensors" "$OUT/f1-gpu.safetensors.part-" && rm "$OUT/f1-gpu.safetensors"
 cp "$RUN"/log.jsonl "$RUN"/curve.png "$RUN"/loss.png "$OUT"/ 2>/dev/null
