@@ -16,7 +16,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
 from ..f1core import limits
-from ..f1core.models.attention import key_mask_bias
+from ..f1core.models.attention import attention as f1_attention, run_attention
 from ..f1core.regions import (STYLE_BLOCKS, Region, RegionalAttention, decouple_prompt, decoupled_regions,
                               layout_from_prompt, mask_schedule, parse_blocks, step_progress)
 from . import f1_limits
@@ -35,16 +35,26 @@ class RegionPatch:
     """Core's attn2 patch pair for one RegionalAttention. `extend` (attn2_patch) appends the region prompts to
     the context; `attend` (attn2 replace, one per transformer layer) attends under the regional key bias at
     the level's own h x w, read from transformer_options["activations_shape"]. Both read the regions as the
-    layer's block and step see them (RegionalAttention.at: styled contexts in style blocks and steps)."""
+    layer's block and step see them (RegionalAttention.at: styled contexts in style blocks and steps).
+    attention_fn is the function the model's own layers attend with (F.1's SDPA, or core's optimized_attention),
+    called as they call it, so `optimized_attention_override` applies here too."""
 
-    def __init__(self, regional: RegionalAttention, fraction: float, blend: float):
-        self.regional, self.fraction, self.blend = regional, fraction, blend
+    def __init__(self, regional: RegionalAttention, fraction: float, blend: float, attention_fn):
+        self.regional, self.fraction, self.blend, self.attention_fn = regional, fraction, blend, attention_fn
+        # every layer of one model call sees the same sigmas and context-mask objects: computed once per call
+        self._step = (None, None, 0.0)
+        self._unpadded = (None, None, None)
 
     def state(self, extra) -> tuple[RegionalAttention, float]:
         """(the regions this layer reads, the mask schedule's scale) for this call."""
         sigmas, schedule = extra.get("sigmas"), extra.get("sample_sigmas")
-        # called outside a sampler: the first step, masks fully on
-        progress = 0.0 if sigmas is None or schedule is None else step_progress(float(sigmas.max()), schedule)
+        if sigmas is None or schedule is None:  # called outside a sampler: the first step, masks fully on
+            progress = 0.0
+        elif self._step[0] is sigmas and self._step[1] is schedule:
+            progress = self._step[2]
+        else:
+            progress = step_progress(float(sigmas.max()), schedule)
+            self._step = (sigmas, schedule, progress)
         return self.regional.at(extra.get("block"), progress), mask_schedule(progress, self.fraction, self.blend)
 
     def extend(self, n, context, value, extra):
@@ -57,7 +67,7 @@ class RegionPatch:
     def attend(self, q, k, v, extra):
         heads, (regional, scale) = extra["n_heads"], self.state(extra)
         if scale <= 0:  # the base prompt alone, as the model attends without regions
-            return optimized_attention(q, k, v, heads, mask=key_mask_bias(extra.get("context_mask"), q.dtype))
+            return run_attention(self.attention_fn, q, k, v, heads, extra.get("context_mask"), extra)
         _, _, h, w = extra["activations_shape"]
         if q.shape[1] != h * w:
             raise ValueError(f"F1ApplyRegions: a cross-attention layer has {q.shape[1]} queries for a {h}x{w} level; "
@@ -66,9 +76,12 @@ class RegionPatch:
         chunks = [c == 0 for c in extra.get("cond_or_uncond", [0])]
         base_length = k.shape[1] - regional.region_tokens
         bias = regional.key_bias(h, w, chunks, q.shape[0] // len(chunks), base_length, scale, q.dtype, q.device)
-        if extra.get("context_mask") is not None:  # F.1: prompts of different lengths batched, zero-padded
-            bias = regional.hide_padding(bias, extra["context_mask"], base_length)
-        return optimized_attention(q, k, v, heads, mask=bias)
+        context_mask = extra.get("context_mask")
+        if context_mask is not None:  # F.1: prompts of different lengths batched, zero-padded
+            if self._unpadded[0] is not bias or self._unpadded[1] is not context_mask:
+                self._unpadded = (bias, context_mask, regional.hide_padding(bias, context_mask, base_length))
+            bias = self._unpadded[2]
+        return run_attention(self.attention_fn, q, k, v, heads, bias, extra)
 
 
 def attention_layers(diffusion_model) -> list[tuple[str, int, int]]:
@@ -204,8 +217,12 @@ class F1ApplyRegions(io.ComfyNode):
     def execute(cls, model, regions, base_weight, feather, grow, mask_fraction, blend) -> io.NodeOutput:
         raise_if_invalid(cls.validate_inputs(base_weight, feather, grow, mask_fraction, blend))
         attention = regional("F1ApplyRegions", regions, base_weight, feather, grow)
-        patch = RegionPatch(attention, mask_fraction, blend)
-        layers = attention_layers(model.get_model_object("diffusion_model"))
+        diffusion_model = model.get_model_object("diffusion_model")
+        layers = attention_layers(diffusion_model)
+        # F.1 attends with its own SDPA function (core's CPU default, sub-quadratic attention, is several times
+        # slower at these sizes); core's U-Nets with core's optimized_attention
+        patch = RegionPatch(attention, mask_fraction, blend,
+                            f1_attention if hasattr(diffusion_model, "attention_blocks") else optimized_attention)
         known = {(block, number) for block, number, _ in layers}
         unknown = sorted({b for r in regions if r.style_blocks for b in r.style_blocks} - known)
         if unknown:

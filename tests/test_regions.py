@@ -457,6 +457,29 @@ def test_mask_fraction_hands_the_last_steps_back_to_the_base_prompt(comfy, regio
         torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
 
 
+def test_patched_layers_attend_through_the_models_attention_override(comfy, region_nodes, core_model):
+    """Core's optimized_attention_override wraps the regional layers' attention as it wraps the model's own."""
+    patcher, conditioning, width = core_model
+    latent = latent_for(patcher, 1, 8, 8)
+    positive, negative = conditioning(1), conditioning(2)
+
+    def calls(model):
+        seen = []
+
+        def override(func, *args, **kwargs):
+            seen.append(func)
+            return func(*args, **kwargs)
+
+        counted = model.clone()
+        counted.model_options["transformer_options"]["optimized_attention_override"] = override
+        _, _, out = first_denoised(comfy, counted, positive, negative, latent)
+        return len(seen), out
+
+    plain, _ = calls(patcher)
+    regional, out = calls(apply(region_nodes, patcher, [Region(ctx(3, 4, width), torch.ones(64, 64))]))
+    assert plain > 0 and regional == plain and torch.isfinite(out).all()
+
+
 @pytest.fixture(scope="module")
 def clip(comfy, f1_models):
     """The tiny random F.1 checkpoint's text encoder as core's CLIP."""
