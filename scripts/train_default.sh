@@ -4,8 +4,9 @@
 #   scripts/train_default.sh            # or: nohup scripts/train_default.sh > runs/f1-tiny-scenes.out 2>&1 &
 #
 # Every stage checkpoints into $RUN every few minutes and on Ctrl-C/SIGTERM; running the script again resumes
-# where it stopped (finished stages return at once). The last step writes models/f1-tiny-scenes.safetensors.
-# No stage's learning rate depends on its total steps, so raising a stage's steps later continues the same run.
+# where it stopped (finished stages return at once). The last steps write models/f1-tiny-scenes.safetensors and
+# models/f1-tiny-scenes-regions.safetensors.
+# In phases 1-3 no learning rate depends on the total steps, so raising a stage's steps later continues the same run.
 #
 # Phase 1 (one process, one thread) is what the first sessions ran: VAE, diffusion, decoder, exported to
 # $RUN/phase1.safetensors. Phase 2 continued that file in a later session whose run directory was gone
@@ -13,6 +14,10 @@
 # 3e-4 for 30,000 steps. NPROC only changes the speed: ranks split the same global batch.
 # Phase 3 continued the phase-2 export the same way at high noise levels (ln sigma ~ N(0.4, 1.2^2), where the
 # layout is decided) on a fresh pool of 4,000 specs per category, one thread, batch 32 at 1e-4.
+# The default is phase 3's EMA at step 14,500; the run then went on (the same constant rate) to step 36,606.
+# Phase 4, the regional model the regional templates load, continued that EMA on a fresh pool of 12,000 specs per
+# category: the learning rate falls linearly to 0 over 6,000 steps, and half of each batch denoises with every
+# object's phrase under its instance mask (regional training, issue 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -26,7 +31,11 @@ CONTINUE_STEPS=${CONTINUE_STEPS:-30000}
 NPROC=${NPROC:-2}
 HIGH_NOISE_RUN=${HIGH_NOISE_RUN:-$RUN-high-noise}
 HIGH_NOISE_STEPS=${HIGH_NOISE_STEPS:-14500}
+HIGH_NOISE_MORE_STEPS=${HIGH_NOISE_MORE_STEPS:-36606}
+REGIONAL_RUN=${REGIONAL_RUN:-$RUN-regional}
+REGIONAL_STEPS=${REGIONAL_STEPS:-6000}
 OUT=${OUT:-models/f1-tiny-scenes.safetensors}
+OUT_REGIONS=${OUT_REGIONS:-models/f1-tiny-scenes-regions.safetensors}
 RUN_AS="nice -n 10 $PY -m f1core.train"
 RUN_DDP="nice -n 10 $PY -m torch.distributed.run --standalone --nproc_per_node $NPROC -m f1core.train"
 
@@ -50,6 +59,19 @@ OMP_NUM_THREADS=1 $RUN_DDP diffusion "$CONTINUE_RUN" --steps "$CONTINUE_STEPS" -
 
 [ -f "$HIGH_NOISE_RUN/base.safetensors" ] || \
     $PY -m f1core.train init "$HIGH_NOISE_RUN" --from "$CONTINUE_RUN/phase2.safetensors" --data scenes:4000
-OMP_NUM_THREADS=1 $RUN_AS diffusion "$HIGH_NOISE_RUN" --data scenes:4000 --steps "$HIGH_NOISE_STEPS" --batch-size 32 \
-    --lr 1e-4 --threads 1 --no-progress --set p_mean=0.4 --set curve_every=32000 --set checkpoint_every=500
-$PY -m f1core.train export "$HIGH_NOISE_RUN" "$OUT"
+high_noise() {
+  OMP_NUM_THREADS=1 $RUN_AS diffusion "$HIGH_NOISE_RUN" --data scenes:4000 --steps "$1" --batch-size 32 --lr 1e-4 \
+      --threads 1 --no-progress --set p_mean=0.4 --set curve_every=32000 --set checkpoint_every=500
+}
+high_noise "$HIGH_NOISE_STEPS"
+[ -f "$HIGH_NOISE_RUN/default.safetensors" ] || $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/default.safetensors"
+high_noise "$HIGH_NOISE_MORE_STEPS"
+[ -f "$HIGH_NOISE_RUN/phase3.safetensors" ] || $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/phase3.safetensors"
+
+[ -f "$REGIONAL_RUN/base.safetensors" ] || \
+    $PY -m f1core.train init "$REGIONAL_RUN" --from "$HIGH_NOISE_RUN/phase3.safetensors" --data scenes:12000
+OMP_NUM_THREADS=1 $RUN_AS diffusion "$REGIONAL_RUN" --data scenes:12000 --steps "$REGIONAL_STEPS" --batch-size 32 \
+    --lr 1e-4 --threads 1 --no-progress --set p_mean=0.4 --set decay_start=100 --set decay_end="$REGIONAL_STEPS" \
+    --set regional_share=0.5 --set checkpoint_every=500
+$PY -m f1core.train export "$REGIONAL_RUN" "$OUT_REGIONS"
+cp "$HIGH_NOISE_RUN/default.safetensors" "$OUT"
