@@ -6,7 +6,7 @@
 # Every stage checkpoints into $RUN every few minutes and on Ctrl-C/SIGTERM; running the script again resumes
 # where it stopped (finished stages return at once). The last steps write models/f1-tiny-scenes.safetensors and
 # models/f1-tiny-scenes-regions.safetensors.
-# In phases 1-3 no learning rate depends on the total steps, so raising a stage's steps later continues the same run.
+# In phases 1-3 no learning rate depends on the total steps: raising a stage's steps later continues the same run.
 #
 # Phase 1 (one process, one thread) is what the first sessions ran: VAE, diffusion, decoder, exported to
 # $RUN/phase1.safetensors. Phase 2 continued that file in a later session whose run directory was gone
@@ -64,9 +64,11 @@ high_noise() {
       --threads 1 --no-progress --set p_mean=0.4 --set curve_every=32000 --set checkpoint_every=500
 }
 high_noise "$HIGH_NOISE_STEPS"
-[ -f "$HIGH_NOISE_RUN/default.safetensors" ] || $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/default.safetensors"
+[ -f "$HIGH_NOISE_RUN/default.safetensors" ] || \
+    $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/default.safetensors"
 high_noise "$HIGH_NOISE_MORE_STEPS"
-[ -f "$HIGH_NOISE_RUN/phase3.safetensors" ] || $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/phase3.safetensors"
+[ -f "$HIGH_NOISE_RUN/phase3.safetensors" ] || \
+    $PY -m f1core.train export "$HIGH_NOISE_RUN" "$HIGH_NOISE_RUN/phase3.safetensors"
 
 [ -f "$REGIONAL_RUN/base.safetensors" ] || \
     $PY -m f1core.train init "$REGIONAL_RUN" --from "$HIGH_NOISE_RUN/phase3.safetensors" --data scenes:12000

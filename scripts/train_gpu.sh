@@ -47,7 +47,8 @@ else [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --d
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
 stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr "$LR" --set p_mean=0.4 \
-    --set regional_share="$REGIONAL_SHARE" --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 --set checkpoint_every=2000
+    --set regional_share="$REGIONAL_SHARE" --set minutes="$DIFFUSION_MINUTES" --set curve_every=256000 \
+    --set checkpoint_every=2000
 $TRAIN export "$RUN" "$OUT/f1-gpu.safetensors" || exit 1
 split -b 15M -d "$OUT/f1-gpu.safetensors" "$OUT/f1-gpu.safetensors.part-" && rm "$OUT/f1-gpu.safetensors"
 cp "$RUN"/log.jsonl "$RUN"/curve.png "$RUN"/loss.png "$OUT"/ 2>/dev/null

@@ -1,5 +1,6 @@
-"""The shipped default, models/f1-tiny-scenes.safetensors (and its regional fine-tune, which the regional templates
-load): it loads, fits the size budget, and its images follow the prompt's colour and shape (read back by the evaluator's detector). The full compositional scores are in README."""
+"""The shipped default, models/f1-tiny-scenes.safetensors (and the regional model the regional templates load): it
+loads, fits the size budget, and its images follow the prompt's colour and shape (read back by the evaluator's
+detector). The full compositional scores are in README."""
 from pathlib import Path
 
 import pytest
