@@ -27,8 +27,10 @@ Decoupling (ground-truth masks; none, f1_regions, f1_decoupled): the scene again
 the first object's style word changed (none -> striped, then the next style), then only its colour (the next
 palette colour no other object has); the IoU of the detected objects' pixels between the two pictures.
 
-"none" does not use the masks; its recall and mIoU are measured against each source's masks. The last line is
-`region_colour_recall: X` (f1_regions, ground-truth masks).
+"none" does not use the masks; its recall and mIoU are measured against each source's masks. Ceilings, with the
+ground-truth masks and no sampling: the scene's own render (the detector's ceiling), and its VAE reconstruction
+(what the model's decoder can draw at all). The last line is `region_colour_recall: X` (f1_regions, ground-truth
+masks).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ CONDITIONS = ("none", "core_mask", "f1_regions", "f1_decoupled")
 SOURCES = ("truth", "layout")
 CHANGES = ("style", "colour")
 DECOUPLING = ("none", "f1_regions", "f1_decoupled")
+CEILINGS = ("scene render", "VAE reconstruction")
 CFG = 4.0
 
 
@@ -94,6 +97,10 @@ class Bench:
         seconds = (time.perf_counter() - start) / self.steps
         return as_rgb_array(self.vae.decode(out)[0]), seconds
 
+    def reconstruct(self, image: torch.Tensor) -> np.ndarray:
+        """The VAE's encode and decode of an RGB [H, W, 3] image."""
+        return as_rgb_array(self.vae.decode(self.vae.encode(image[None]))[0])
+
 
 def box_iou(a, b) -> float:
     """Boxes (x0, y0, x1, y1), exclusive ends."""
@@ -119,10 +126,6 @@ def object_scores(spec, detection, masks) -> list[tuple[bool, float]]:
         iou = max((box_iou(mask_box(mask), d.bbox) for d in same), default=0.0)
         out.append((inside, iou))
     return out
-
-
-def truth_masks(spec, side: int, seed: int) -> torch.Tensor:
-    return render_scene(spec, side, side, seed=seed).object_masks()
 
 
 def changed(spec, change: str):
@@ -210,12 +213,18 @@ def main():
     rows = {(c, s): {"objects": [], "judge": {k: [] for k in CATEGORIES}, "step_s": []}
             for c in CONDITIONS for s in SOURCES}
     kept = {(c, change): [] for c in DECOUPLING for change in CHANGES}
+    ceilings = {name: {"objects": [], "judge": {k: [] for k in CATEGORIES}} for name in CEILINGS}
     pictured = []
     started = time.time()
     for index, spec in enumerate(specs):
         prompt = caption(spec)
         layout = layout_from_prompt(prompt, side, side)
-        masks = {"truth": truth_masks(spec, side, index), "layout": torch.stack([m for _, m in layout])}
+        render = render_scene(spec, side, side, seed=index)
+        masks = {"truth": render.object_masks(), "layout": torch.stack([m for _, m in layout])}
+        for name, image in zip(CEILINGS, (as_rgb_array(render.image), bench.reconstruct(render.image))):
+            detection = detect(image)
+            ceilings[name]["objects"] += object_scores(spec, detection, masks["truth"])
+            ceilings[name]["judge"][spec.category].append(score_detection(spec, detection).passed)
         images = {("none", source): run("none", spec, None, index) for source in SOURCES[:1]}
         images[("none", "layout")] = images[("none", "truth")]
         for condition in CONDITIONS[1:]:
@@ -244,11 +253,18 @@ def main():
           + " | ".join(f"judge {c}" for c in CATEGORIES) + " | s/step |")
     print("|---|---|---|---|" + "---|" * len(CATEGORIES) + "---|")
     summary = {}
-    for (condition, source), row in rows.items():
+
+    def measures(row) -> tuple[float, float, str]:
         recall = float(np.mean([inside for inside, _ in row["objects"]]))
         miou = float(np.mean([iou for _, iou in row["objects"]]))
+        return recall, miou, " | ".join(f"{np.mean(v):.2f}" for v in row["judge"].values())
+
+    for name, row in ceilings.items():
+        recall, miou, judge = measures(row)
+        print(f"| {name} (ceiling) | truth | {recall:.3f} | {miou:.3f} | {judge} | |")
+    for (condition, source), row in rows.items():
+        recall, miou, judge = measures(row)
         summary[(condition, source)] = (recall, miou, float(np.mean(row["step_s"])))
-        judge = " | ".join(f"{np.mean(v):.2f}" for v in row["judge"].values())
         print(f"| {condition} | {source} | {recall:.3f} | {miou:.3f} | {judge} | {np.mean(row['step_s']):.4f} |")
     base_step = summary[("none", "truth")][2]
     for condition in CONDITIONS[1:]:
