@@ -249,7 +249,6 @@ class RegionalAttention:
         self._cache[key] = bias
         return bias
 
-
     @staticmethod
     def hide_padding(bias: torch.Tensor, context_mask: torch.Tensor, base_length: int) -> torch.Tensor:
         """`key_bias` for base contexts batched zero-padded to base_length under `context_mask` ([B, L...] or
