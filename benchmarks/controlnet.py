@@ -10,6 +10,7 @@ each category of a split (`val` for tuning, `test` to report), each rendered by 
 resolution (render seed = scene index), which gives the asked edges, depth and instance masks. Rows:
 
 - truth: the scene's own render, the ceiling of every measure (what the detector and Canny read back from it);
+- VAE reconstruction: the render encoded and decoded by the checkpoint's VAE, what its decoder can draw at all;
 - none: the base model, caption alone;
 - one row per ControlNet: the same, with the ControlNet applied by core's Apply ControlNet (Advanced) to both
   prompts (strength --strength, whole schedule), its hint the scene's map for its condition.
@@ -65,6 +66,7 @@ DESIGNS = {"xs": {"reads_latent": True}, "adapter": {"reads_latent": False},
 SIGMAS = (1.0, 2.0, 4.0)
 MEASURES = ("edge_f1", "depth_rmse", "mask_miou")
 JUDGED = ("position", "counting")
+CEILINGS = ("truth", "VAE reconstruction")
 CFG = 4.0
 
 
@@ -163,6 +165,10 @@ class Sampler:
         seconds = (time.perf_counter() - start) / self.steps
         return self.vae.decode(out)[0].float(), seconds
 
+    def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
+        """The VAE's encode and decode of an RGB [H, W, 3] image."""
+        return self.vae.decode(self.vae.encode(image[None]))[0].float()
+
 
 def default_controlnets(checkpoint: Path) -> list[Path]:
     """The checkpoint's ControlNets as scripts/train_controlnet.sh exports them, edges first."""
@@ -175,7 +181,7 @@ def table(args):
     controlnets = [Path(p) for p in args.controlnet] if args.controlnet is not None else default_controlnets(checkpoint)
     sampler = Sampler(checkpoint, args.steps)
     side = open_checkpoint(checkpoint).config.resolution if args.side == 0 else args.side
-    rows = {"truth": [], "none": []}
+    rows = {name: [] for name in (*CEILINGS, "none")}
     controls = {}
     for path in controlnets:
         condition = ControlConfig.from_json(read_control_metadata(path)["f1.control_config"]).condition
@@ -190,7 +196,8 @@ def table(args):
     for index, spec in enumerate(specs):
         sample = render_scene(spec, side, side, seed=index)
         prompt = caption(spec)
-        rows["truth"].append({**adherence(sample.image, sample), "category": spec.category, "step_s": None})
+        for name, image in zip(CEILINGS, (sample.image, sampler.reconstruct(sample.image))):
+            rows[name].append({**adherence(image, sample), "category": spec.category, "step_s": None})
         image, step_s = sampler(prompt, side, index)
         rows["none"].append({**adherence(image, sample), "category": spec.category, "step_s": step_s})
         pictures = [sample.image, image]
@@ -226,10 +233,10 @@ def table(args):
     base = summary["none"]["step_s"]
     for name, row in summary.items():
         step = "-" if row["step_s"] is None else f"{row['step_s']:.4f}" + (
-            f" ({row['step_s'] / base - 1:+.0%})" if name not in ("truth", "none") else "")
+            f" ({row['step_s'] / base - 1:+.0%})" if name != "none" else "")
         print(f"| {name} | {row['edge_f1']:.3f} | {row['depth_rmse']:.3f} | {row['mask_miou']:.3f} | "
               f"{row['judge']:.3f} | {row['position']:.3f} | {row['counting']:.3f} | {step} |")
-    controlled = [name for name in summary if name not in ("truth", "none")]
+    controlled = [name for name in summary if name not in (*CEILINGS, "none")]
     for name in controlled:
         print(f"{name}: edge F1 gain over none {summary[name]['edge_f1'] - summary['none']['edge_f1']:+.3f}")
     if args.pictures:
