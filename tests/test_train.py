@@ -341,6 +341,8 @@ def test_sd_style_baseline_trains_on_the_same_vae_and_exports(vae_run, tmp_path)
 def test_decoder_stage_sharpens_the_exported_vae_without_moving_its_latents(vae_run, tmp_path):
     data = ToyDataset()
     run = _copy_run(vae_run, tmp_path / "run")
+    with pytest.raises(ValueError, match="no diffusion.pt; train the 'diffusion' stage"):
+        export(run, tmp_path / "untrained.safetensors")   # a fresh run has no U-Net to export yet
     # The toy VAE has plateaued; knock its decoder off its optimum so the stage has something to recover.
     state = load_state(run, "vae")
     generator = torch.Generator().manual_seed(0)
@@ -368,11 +370,19 @@ def test_decoder_stage_sharpens_the_exported_vae_without_moving_its_latents(vae_
     for key, value in after.unet.state_dict().items():
         torch.testing.assert_close(value, before.unet.state_dict()[key])
 
-    from f1core.train import create_run_from_checkpoint   # a run from this export tunes the decoder further
-    create_run_from_checkpoint(tmp_path / "more", tmp_path / "after.safetensors")
-    train(tmp_path / "more", data, _diffusion_config(1, lr=0.0), progress=False)
+    from f1core.train import create_run_from_checkpoint   # a run from this export tunes the decoder further,
+    create_run_from_checkpoint(tmp_path / "more", tmp_path / "after.safetensors")   # with no diffusion stage
     train(tmp_path / "more", data, replace(decoder, steps=3), progress=False)
-    assert load_checkpoint(export(tmp_path / "more", tmp_path / "more.safetensors")).metadata["f1.decoder_step"] == "23"
+    more = load_checkpoint(export(tmp_path / "more", tmp_path / "more.safetensors"))
+    assert more.metadata["f1.decoder_step"] == "23"
+    assert more.metadata["f1.train_step"] == after.metadata["f1.train_step"]
+    assert more.latent_rgb == after.latent_rgb
+    for part in ("unet", "text"):
+        for key, value in getattr(more, part).state_dict().items():
+            torch.testing.assert_close(value, getattr(after, part).state_dict()[key], rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(more.vae.encode(images), after.vae.encode(images), rtol=0, atol=0)
+        assert not torch.equal(more.vae.decode(more.vae.encode(images)), after.vae.decode(after.vae.encode(images)))
 
 
 def test_loss_plot_keeps_stages_apart_when_they_log_side_by_side(tmp_path):

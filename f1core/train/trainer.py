@@ -737,20 +737,28 @@ def export_vae(run_dir, out_path) -> Path:
 
 def export(run_dir, out_path, description: str | None = None) -> Path:
     """Write the diffusion stage's EMA weights (U-Net and text) with its VAE and preview factors as one
-    F.1 checkpoint; a trained decoder stage replaces the VAE's decoder with its EMA weights."""
+    F.1 checkpoint; a trained decoder stage replaces the VAE's decoder with its EMA weights. A run started from a
+    checkpoint exports that checkpoint's weights where it has not trained the diffusion stage (a decoder tuned
+    for a shipped model)."""
     run_dir = Path(run_dir)
     state = load_state(run_dir, "diffusion")
-    if state is None:
-        raise ValueError(f"run_dir: {run_dir} has no diffusion.pt; train the 'diffusion' stage before exporting")
     base_metadata = read_metadata(run_dir / BASE_NAME)
+    if state is None and INIT_FROM_KEY not in base_metadata:
+        raise ValueError(f"run_dir: {run_dir} has no diffusion.pt; train the 'diffusion' stage before exporting")
     config = F1Config.from_json(base_metadata["f1.config"])
-    ema = trainee_parts(state["ema"])
-    parts = {name: build_part(name, config, base_metadata) for name in ("unet", "text", "vae")}
-    for name in ("unet", "text"):
-        parts[name].load_state_dict(ema[name])
-    parts["vae"].load_state_dict(state["vae"])
+    if state is None:
+        base = _load_base(run_dir)
+        parts = {name: getattr(base, name) for name in ("unet", "text", "vae")}
+        latent_rgb, steps_here = base.latent_rgb, 0
+    else:
+        ema = trainee_parts(state["ema"])
+        parts = {name: build_part(name, config, base_metadata) for name in ("unet", "text", "vae")}
+        for name in ("unet", "text"):
+            parts[name].load_state_dict(ema[name])
+        parts["vae"].load_state_dict(state["vae"])
+        latent_rgb, steps_here = json.loads(state["latent_rgb"]), int(state["step"])
     # a run started from a checkpoint continues its step count and says where it started
-    step = int(base_metadata.get("f1.train_step", 0)) + int(state["step"])
+    step = int(base_metadata.get("f1.train_step", 0)) + steps_here
     origin = f", from {base_metadata[INIT_FROM_KEY]}" if INIT_FROM_KEY in base_metadata else ""
     text = description or f"{config.name}, trained {step} diffusion steps{origin} (EMA weights)"
     metadata = {"f1.description": text, "f1.train_step": str(step)}
@@ -760,8 +768,7 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
     if decoder_state is not None:
         parts["vae"].load_state_dict(_decoder_tuned(parts["vae"], decoder_state, run_dir))
         metadata["f1.decoder_step"] = str(int(base_metadata.get("f1.decoder_step", 0)) + int(decoder_state["step"]))
-    return save_checkpoint(out_path, config, **parts, latent_rgb=json.loads(state["latent_rgb"]),
-                           extra_metadata=metadata)
+    return save_checkpoint(out_path, config, **parts, latent_rgb=latent_rgb, extra_metadata=metadata)
 
 
 def _decoder_tuned(vae, decoder_state: dict, run_dir: Path) -> dict:
