@@ -171,8 +171,8 @@ def save_picture(path: Path, pictured, model: str):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="f1-tiny-scenes-regions.safetensors",
-                        help="an F.1 checkpoint the loader lists (default: the regional model the templates load)")
+    parser.add_argument("--model", default="f1-tiny-scenes.safetensors",
+                        help="an F.1 checkpoint the loader lists (default: the shipped default, trained with regions)")
     parser.add_argument("--scenes", type=int, default=40, help="scenes per category (the split has 40-48)")
     parser.add_argument("--split", default="test", choices=("val", "test"), help="val to choose between models")
     parser.add_argument("--steps", type=int, default=20)

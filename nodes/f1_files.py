@@ -12,6 +12,8 @@ FOLDER = "f1"
 CONTROL_FOLDER = "f1_controlnet"   # F.1 ControlNets: models/f1_controlnet and the pack's models/controlnet
 CONTROL_SUBFOLDER = "controlnet"
 SUFFIX = ".safetensors"
+# Checkpoints the pack once shipped, merged into another: a saved workflow that names one loads its successor.
+RETIRED = {"f1-tiny-scenes-regions.safetensors": "f1-tiny-scenes.safetensors"}
 
 
 def register_model_folders():
@@ -23,7 +25,8 @@ def register_model_folders():
 
 
 def checkpoint_path(name: str, folder_name: str = FOLDER) -> str:
-    """The full path of checkpoint `name`; ValueError saying why when it is missing, a link or outside."""
+    """The full path of checkpoint `name` (or of its successor when it is retired and absent); ValueError saying
+    why when it is missing, a link or outside."""
     if not isinstance(name, str) or not name.endswith(SUFFIX) or "\0" in name:
         raise ValueError(f"'{name}' is not a {SUFFIX} file name")
     for folder in folder_paths.get_folder_paths(folder_name):
@@ -37,6 +40,8 @@ def checkpoint_path(name: str, folder_name: str = FOLDER) -> str:
         if not os.path.isfile(full):
             raise ValueError(f"'{name}' is not a regular file")
         return full
+    if folder_name == FOLDER and name in RETIRED:
+        return checkpoint_path(RETIRED[name], folder_name)
     raise ValueError(f"'{name}' is not in the F.1 model folders "
                      f"({', '.join(folder_paths.get_folder_paths(folder_name))})")
 

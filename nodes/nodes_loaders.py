@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..f1core.checkpoint import CheckpointError, load_parts, open_checkpoint
 from .f1_clip import clip_from_text_encoder
-from .f1_files import checkpoint_names, checkpoint_path, register_model_folders
+from .f1_files import RETIRED, checkpoint_names, checkpoint_path, register_model_folders
 from .f1_model import empty_model_patcher
 from .f1_vae import F1VAEHandle
 
@@ -37,6 +37,8 @@ class F1CheckpointLoader(io.ComfyNode):
         if not isinstance(ckpt_name, str) or ckpt_name not in checkpoint_names():
             try:
                 checkpoint_path(ckpt_name)
+                if ckpt_name in RETIRED:
+                    return True  # an older workflow's model, merged into its successor
                 reason = "is not listed"
             except ValueError as err:
                 reason = str(err).removeprefix(f"'{ckpt_name}' ")

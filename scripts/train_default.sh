@@ -4,8 +4,7 @@
 #   scripts/train_default.sh            # or: nohup scripts/train_default.sh > runs/f1-tiny-scenes.out 2>&1 &
 #
 # Every stage checkpoints into $RUN every few minutes and on Ctrl-C/SIGTERM; running the script again resumes
-# where it stopped (finished stages return at once). The last steps write models/f1-tiny-scenes-regions.safetensors
-# and models/f1-tiny-scenes.safetensors.
+# where it stopped (finished stages return at once). The last step writes models/f1-tiny-scenes.safetensors.
 # In phases 1-3 no learning rate depends on the total steps: raising a stage's steps later continues the same run.
 #
 # Phase 1 (one process, one thread) is what the first sessions ran: VAE, diffusion, decoder, exported to
@@ -15,13 +14,14 @@
 # Phase 3 continued the phase-2 export the same way at high noise levels (ln sigma ~ N(0.4, 1.2^2), where the
 # layout is decided) on a fresh pool of 4,000 specs per category, one thread, batch 32 at 1e-4.
 # The default is phase 3's EMA at step 14,500; the run then went on (the same constant rate) to step 36,606.
-# Phase 4, the regional model the regional templates load, continued that EMA on a fresh pool of 12,000 specs per
-# category: the learning rate falls linearly to 0 over 6,000 steps, and half of each batch denoises with every
-# object's phrase under its instance mask (regional training, issue 12). It then went on to step 12,000 with a
-# second cooldown, from 5e-5 to 0 (val regional recall 0.771 at 6,000, 0.80-0.82 after).
-# Phase 5, the default: phase 3's step-14,500 file with its decoder alone trained 6,000 more steps on the frozen
-# encoder's latents (lr 2e-4 falling to 0 from step 2,000). The U-Net and its latents are unchanged, so the
-# ControlNets still fit; the judge on val reconstructions rose from 0.457 to 0.586, and text-to-image with it.
+# Phase 4 continued that EMA on a fresh pool of 12,000 specs per category: the learning rate falls linearly to 0
+# over 6,000 steps, and half of each batch denoises with every object's phrase under its instance mask (regional
+# training, issue 12). It then went on to step 12,000 with a second cooldown, from 5e-5 to 0 (val regional recall
+# 0.771 at 6,000, 0.80-0.82 after). Its U-Net is the default's.
+# Phase 5, the default's decoder: the decoder alone on the frozen encoder's latents, 6,000 steps (lr 2e-4 falling
+# to 0 from step 2,000). The U-Net and latents are unchanged (the decoder stage reads only the VAE; the shipped
+# decoder ran in a run started from phase 3's file, which has the same encoder).
+# Then retrain the ControlNets on the default: scripts/train_controlnet.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -42,7 +42,6 @@ REGIONAL_MORE_STEPS=${REGIONAL_MORE_STEPS:-12000}
 DECODER_RUN=${DECODER_RUN:-$RUN-decoder}
 DECODER_MORE_STEPS=${DECODER_MORE_STEPS:-6000}
 OUT=${OUT:-models/f1-tiny-scenes.safetensors}
-OUT_REGIONS=${OUT_REGIONS:-models/f1-tiny-scenes-regions.safetensors}
 RUN_AS="nice -n 10 $PY -m f1core.train"
 RUN_DDP="nice -n 10 $PY -m torch.distributed.run --standalone --nproc_per_node $NPROC -m f1core.train"
 
@@ -86,11 +85,15 @@ regional() {  # regional STEPS LR DECAY_START: the rate falls linearly from LR a
 }
 regional "$REGIONAL_STEPS" 1e-4 100
 regional "$REGIONAL_MORE_STEPS" 5e-5 "$REGIONAL_STEPS"
-$PY -m f1core.train export "$REGIONAL_RUN" "$OUT_REGIONS"
+[ -f "$REGIONAL_RUN/phase4.safetensors" ] || \
+    $PY -m f1core.train export "$REGIONAL_RUN" "$REGIONAL_RUN/phase4.safetensors"
 
 [ -f "$DECODER_RUN/base.safetensors" ] || \
-    $PY -m f1core.train init "$DECODER_RUN" --from "$HIGH_NOISE_RUN/default.safetensors"
-OMP_NUM_THREADS=1 $RUN_AS decoder "$DECODER_RUN" --data scenes:4000 --steps "$DECODER_MORE_STEPS" --batch-size 16 \
-    --lr 2e-4 --threads 1 --no-progress --set decay_start=2000 --set decay_end="$DECODER_MORE_STEPS" \
-    --set checkpoint_every=250 --set curve_every=16000
+    $PY -m f1core.train init "$DECODER_RUN" --from "$REGIONAL_RUN/phase4.safetensors"
+decoder() {  # decoder STEPS LR DECAY_START: the rate falls linearly from LR at DECAY_START to 0 at STEPS
+  OMP_NUM_THREADS=1 $RUN_AS decoder "$DECODER_RUN" --data scenes:4000 --steps "$1" --batch-size 16 --lr "$2" \
+      --threads 1 --no-progress --set decay_start="$3" --set decay_end="$1" --set checkpoint_every=250 \
+      --set curve_every=16000
+}
+decoder "$DECODER_MORE_STEPS" 2e-4 2000
 $PY -m f1core.train export "$DECODER_RUN" "$OUT"

@@ -21,8 +21,9 @@ FROM=${FROM-training/f1-scenes-x4p-progress.safetensors}
 # FROM=training/f1-tiny-scenes-phase3-progress.safetensors LR=2e-4 continues the shipped /8 default's phase 3
 # (its recipe at p_mean 0.4; README, "The shipped default") instead
 LR=${LR:-6e-4}
-# the committed /4 VAE (training/, 6,000 CPU steps, val 33.2 dB) lets the whole budget go to the U-Net, the part
-# that lags; VAE_FROM= (empty) trains a VAE from scratch first
+# the committed /4 VAE (training/, 11,000 CPU steps, val 38.2 dB) lets the whole budget go to the U-Net, the part
+# that lags; VAE_FROM= (empty) trains a VAE from scratch first. FROM's own VAE wins when FROM is set: the progress
+# file's is the same VAE at 6,250 steps, so FROM= (empty) is the run that uses the newer VAE
 VAE_FROM=${VAE_FROM-training/f1-scenes-x4-vae.safetensors}
 if [ -n "$VAE_FROM" ]; then VAE_MINUTES=${VAE_MINUTES:-0}; DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-6.5}
 else VAE_MINUTES=${VAE_MINUTES:-3}; DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-4.5}; fi

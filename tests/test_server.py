@@ -89,6 +89,12 @@ def test_unknown_checkpoint_is_rejected_naming_the_input(server):
     assert any(e["extra_info"].get("input_name") == "ckpt_name" for e in errors)
 
 
+def test_a_workflow_naming_the_retired_regions_model_loads_the_default(server):
+    graph = _graph()
+    graph["1"]["inputs"]["ckpt_name"] = "f1-tiny-scenes-regions.safetensors"  # once the regional model, now the default
+    assert server.run(graph)["status"]["status_str"] == "success"
+
+
 def test_corrupt_checkpoint_fails_with_a_clear_error_and_server_keeps_serving(server):
     graph = _graph()
     graph["1"]["inputs"]["ckpt_name"] = "corrupt.safetensors"
