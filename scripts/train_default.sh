@@ -90,10 +90,7 @@ regional "$REGIONAL_MORE_STEPS" 5e-5 "$REGIONAL_STEPS"
 
 [ -f "$DECODER_RUN/base.safetensors" ] || \
     $PY -m f1core.train init "$DECODER_RUN" --from "$REGIONAL_RUN/phase4.safetensors"
-decoder() {  # decoder STEPS LR DECAY_START: the rate falls linearly from LR at DECAY_START to 0 at STEPS
-  OMP_NUM_THREADS=1 $RUN_AS decoder "$DECODER_RUN" --data scenes:4000 --steps "$1" --batch-size 16 --lr "$2" \
-      --threads 1 --no-progress --set decay_start="$3" --set decay_end="$1" --set checkpoint_every=250 \
-      --set curve_every=16000
-}
-decoder "$DECODER_MORE_STEPS" 2e-4 2000
+OMP_NUM_THREADS=1 $RUN_AS decoder "$DECODER_RUN" --data scenes:4000 --steps "$DECODER_MORE_STEPS" --batch-size 16 \
+    --lr 2e-4 --threads 1 --no-progress --set decay_start=2000 --set decay_end="$DECODER_MORE_STEPS" \
+    --set checkpoint_every=250 --set curve_every=16000
 $PY -m f1core.train export "$DECODER_RUN" "$OUT"
