@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from f1core.checkpoint import load_checkpoint
+from f1core.checkpoint import build_part, load_checkpoint, save_checkpoint
 from f1core.config import tiny
 from f1core.train import TrainConfig, create_run, export, load_state, train
 from f1core.train.logplot import read_jsonl
@@ -496,3 +496,56 @@ def test_text_from_takes_the_text_side_and_vocabularies_and_nothing_else(vae_run
     with pytest.raises(ValueError, match="holds no text encoder of this config's shape"):
         create_run(tmp_path / "other", scenes(vocab_size=600), ["a red circle"],
                    text_from=tmp_path / "source.safetensors")
+
+
+def test_unet_from_carries_the_body_to_a_new_latent_and_refuses_another_body(tmp_path):
+    """init --unet-from: a U-Net for another latent (more channels, read as 2x2 patches) takes every body
+    tensor of the source; only the latent's own convolutions keep the fresh init. Another width is refused."""
+    from f1core.config import with_overrides
+    source_config = _small_tiny()
+    source_file = save_checkpoint(tmp_path / "source.safetensors", source_config,
+                                  unet=build_part("unet", source_config))
+    source = load_checkpoint(source_file, parts=("unet",)).unet.state_dict()
+    other = with_overrides(source_config, {"vae.fine_channels": source_config.vae.fine_channels + 4,
+                                           "unet.in_channels": source_config.unet.in_channels + 4,
+                                           "unet.patch_size": 2})
+    fresh = load_checkpoint(create_run(tmp_path / "fresh", other, ["a blue square"], seed=1)).unet.state_dict()
+    run = load_checkpoint(create_run(tmp_path / "moved", other, ["a blue square"], seed=1, unet_from=source_file))
+    moved = run.unet.state_dict()
+    fresh_keys = {key for key in moved if moved[key].shape != source[key].shape}
+    assert fresh_keys == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
+    for key, value in moved.items():
+        torch.testing.assert_close(value, fresh[key] if key in fresh_keys else source[key], rtol=0, atol=0,
+                                   msg=key)
+    assert run.metadata["f1.unet_from"] == "source.safetensors"
+    wider = with_overrides(other, {"unet.model_channels": source_config.unet.model_channels * 2})
+    with pytest.raises(ValueError, match="differs from this config's .* in more than the latent"):
+        create_run(tmp_path / "wider", wider, ["a blue square"], unet_from=source_file)
+
+
+def test_a_bridged_transplant_reads_the_new_latent_through_the_linear_maps(tmp_path):
+    """With a bridge, the new conv_in on a patched latent equals the source's conv_in on its map to the source
+    latent, and the new conv_out is the source's mapped back; a VAE bridged to itself gives identity maps."""
+    from f1core.config import with_overrides
+    from f1core.train.trainer import fit_latent_bridge, transplant_unet
+    source_config = _small_tiny()
+    other = with_overrides(source_config, {"vae.fine_channels": source_config.vae.fine_channels + 4,
+                                           "unet.in_channels": source_config.unet.in_channels + 4,
+                                           "unet.patch_size": 2})
+    source, unet = build_part("unet", source_config), build_part("unet", other)
+    c, c_new = source_config.unet.in_channels, other.unet.in_channels * 4
+    to_source, from_source = torch.randn(c, c_new), torch.randn(c_new, c)
+    transplant_unet(unet, source, (to_source, from_source))
+    patched = torch.randn(2, c_new, 8, 8)
+    mapped = torch.einsum("ij,bjhw->bihw", to_source, patched)
+    torch.testing.assert_close(unet.conv_in(patched), source.conv_in(mapped), rtol=1e-4, atol=1e-4)
+    features = torch.randn(2, source.conv_out.in_channels, 8, 8)
+    torch.testing.assert_close(unet.conv_out(features),
+                               torch.einsum("ji,bihw->bjhw", from_source, source.conv_out(features)),
+                               rtol=1e-4, atol=1e-4)
+    vae = build_part("vae", source_config)
+    images = torch.rand(8, 3, source_config.resolution, source_config.resolution)
+    to_self, from_self, r2 = fit_latent_bridge(vae, vae, images, 1)
+    torch.testing.assert_close(to_self, torch.eye(c), rtol=0, atol=1e-4)
+    torch.testing.assert_close(from_self, torch.eye(c), rtol=0, atol=1e-4)
+    assert min(r2) > 0.999

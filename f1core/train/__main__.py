@@ -83,6 +83,9 @@ def main(argv=None):
     init.add_argument("--text-from", metavar="CKPT",
                       help="take the text towers, adapter and vocabularies from an F.1 checkpoint of the same "
                            "text shape (pre-trained text instead of a random init)")
+    init.add_argument("--unet-from", metavar="CKPT",
+                      help="take the U-Net's body from an F.1 checkpoint whose U-Net differs only in its latent "
+                           "(in_channels, patch_size): a U-Net for a new VAE that keeps the old one's composition")
     init.add_argument("--from", dest="init_from", metavar="CKPT",
                       help="start from a trained F.1 checkpoint's weights, config and vocabularies (--preset, "
                            "--vocab-size and --data are then unused)")
@@ -117,8 +120,12 @@ def main(argv=None):
         config = preset(vocab_size=args.vocab_size) if args.preset != "full" else preset()
         config = f1config.with_overrides(config, parse_config_overrides(args.config))
         dataset = make_dataset(args.data, config.resolution)
+        # ~1,024 scenes spread over the dataset (every category), whose two latents fit --unet-from's bridge
+        bridge_images = (torch.stack([dataset.image(i) for i in range(0, len(dataset), max(1, len(dataset) // 1024))])
+                         if args.unet_from else None)
         print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed, vae_from=args.vae_from,
-                         text_from=args.text_from))
+                         text_from=args.text_from, unet_from=args.unet_from,
+                         bridge_images=bridge_images))
         return
     if args.command == "export":
         print(export(args.run_dir, args.out_path))

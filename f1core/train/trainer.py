@@ -129,11 +129,15 @@ class TrainConfig:
 
 
 # --- run directory ----------------------------------------------------------------------------------------------
-def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_from=None, text_from=None) -> Path:
+def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_from=None, text_from=None,
+               unet_from=None, bridge_images: torch.Tensor | None = None) -> Path:
     """Start a run: build vocabularies over `corpus` and save the random init with them as base.safetensors.
     `vae_from`, a VAE checkpoint (`export_vae`), supplies the VAE: the diffusion stage can start at once, or
     the vae stage continues training it. `text_from`, any F.1 checkpoint with a text part of this config's
-    shape, supplies the text towers and adapter with their vocabularies (pre-trained text, a sweep choice)."""
+    shape, supplies the text towers and adapter with their vocabularies (pre-trained text, a sweep choice).
+    `unet_from`, an F.1 checkpoint whose U-Net differs from this config's at most in its latent (in_channels,
+    patch_size), supplies the U-Net's body (`transplant_unet`), bridged to this run's latent through
+    `bridge_images` when there are some and a trained VAE (`vae_from`)."""
     run_dir = Path(run_dir)
     base = run_dir / BASE_NAME
     if base.exists():
@@ -153,7 +157,58 @@ def create_run(run_dir, config: F1Config, corpus: list[str], seed: int = 0, vae_
         torch.manual_seed(seed)
         parts = {name: build_part(name, config, metadata) for name in ("unet", "vae", "text")}
     parts.update({name: getattr(source, name) for name, source in sources.items()})
+    if unet_from is not None:
+        donor = load_checkpoint(unet_from, parts=("unet", "vae"))
+        bridge = None
+        if bridge_images is not None and "vae" in sources and donor.vae is not None:
+            *bridge, r2 = fit_latent_bridge(donor.vae, parts["vae"], bridge_images, config.unet.patch_size)
+            extra["f1.unet_bridge_r2"] = json.dumps([round(value, 4) for value in r2])
+        transplant_unet(parts["unet"], donor.unet, bridge)
+        extra[PART_FROM_KEY.format("unet")] = Path(unet_from).name
     return save_checkpoint(base, config, **parts, extra_metadata=extra)
+
+
+def transplant_unet(unet, source, bridge: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Copy `source`'s weights into `unet`, a U-Net of the same body on another latent: every tensor but the
+    latent's own input and output convolutions. The body's layout and its reading of the text carry over, so a
+    new VAE's U-Net need not learn composition again. Without a `bridge` those convolutions keep their fresh
+    init; with one (`fit_latent_bridge`) they become the source's composed with the linear maps between the
+    two latents, so the transplant starts near the source model instead of from a random reading of its latent."""
+    theirs = dataclasses.replace(source.config, in_channels=unet.config.in_channels,
+                                 patch_size=unet.config.patch_size)
+    if theirs != unet.config:
+        raise ValueError(f"--unet-from: its U-Net ({source.config}) differs from this config's ({unet.config}) in "
+                         "more than the latent (in_channels, patch_size); use a checkpoint of the same U-Net body")
+    mine, source_state = unet.state_dict(), source.state_dict()
+    mine.update({key: value for key, value in source_state.items() if mine[key].shape == value.shape})
+    if bridge is not None:
+        to_source, from_source = bridge
+        mine["conv_in.weight"] = torch.einsum("oikl,ij->ojkl", source_state["conv_in.weight"], to_source)
+        mine["conv_out.weight"] = torch.einsum("ji,iokl->jokl", from_source, source_state["conv_out.weight"])
+        mine["conv_out.bias"] = from_source @ source_state["conv_out.bias"]
+    unet.load_state_dict(mine)
+
+
+@torch.no_grad()
+def fit_latent_bridge(source_vae, vae, images: torch.Tensor, patch_size: int):
+    """Least-squares linear maps between two VAEs' latents of the same `images`, cell by cell of the source's
+    grid (`vae`'s latent read as patch_size² patches, as a patched U-Net reads it): (to_source [c_source, c],
+    from_source [c, c_source], r2 of each map on these images)."""
+    source = source_vae.encode(images)
+    latent = torch.nn.functional.pixel_unshuffle(vae.encode(images), patch_size)
+    if source.shape[-2:] != latent.shape[-2:]:
+        raise ValueError(f"--unet-from: its latent grid {tuple(source.shape[-2:])} and this run's "
+                         f"{tuple(latent.shape[-2:])} (in {patch_size}x{patch_size} patches) differ; no bridge")
+    rows = lambda z: z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double()  # noqa: E731
+    source, latent = rows(source), rows(latent)
+
+    def fit(inputs, targets):
+        weights = torch.linalg.lstsq(inputs, targets).solution
+        r2 = 1 - (inputs @ weights - targets).pow(2).sum() / (targets - targets.mean(0)).pow(2).sum()
+        return weights.T.float(), float(r2)
+
+    (to_source, r2_in), (from_source, r2_out) = fit(latent, source), fit(source, latent)
+    return to_source, from_source, (r2_in, r2_out)
 
 
 def _part_from(path, name: str, config: F1Config, extra: dict):
