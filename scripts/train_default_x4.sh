@@ -27,9 +27,13 @@ DECODER_STEPS=${DECODER_STEPS:-20000}
 TRAIN="nice -n 10 $PY -m f1core.train"
 export OMP_NUM_THREADS=1
 
+# UNET_FROM=models/f1-tiny-scenes.safetensors starts the U-Net and text from the shipped /8 default (init
+# --unet-from: the same body, conv_in/conv_out bridged to the /4 latent) instead of a random init
+UNET_FROM=${UNET_FROM:-}
 if [ ! -f "$RUN/base.safetensors" ]; then
   vae_from=(); [ -f "$VAE_OUT" ] && vae_from=(--vae-from "$VAE_OUT")
-  $PY -m f1core.train init "$RUN" --preset scenes_x4_patch --data scenes:4000 "${vae_from[@]}"
+  unet_from=(); [ -n "$UNET_FROM" ] && unet_from=(--unet-from "$UNET_FROM" --text-from "$UNET_FROM")
+  $PY -m f1core.train init "$RUN" --preset scenes_x4_patch --data scenes:4000 "${vae_from[@]}" "${unet_from[@]}"
 fi
 $TRAIN vae "$RUN" --data scenes:4000 --steps "$VAE_STEPS" --batch-size 16 --lr 5e-4 --threads 1 --no-progress \
     --set vae_adversarial_weight=0 --set checkpoint_every=250 --set curve_every=8000

@@ -25,6 +25,9 @@ LR=${LR:-6e-4}
 # that lags; VAE_FROM= (empty) trains a VAE from scratch first. FROM's own VAE wins when FROM is set: the progress
 # file's is the same VAE at 6,250 steps, so FROM= (empty) is the run that uses the newer VAE
 VAE_FROM=${VAE_FROM-training/f1-scenes-x4-vae.safetensors}
+# FROM= UNET_FROM=models/f1-tiny-scenes.safetensors starts the U-Net and text from the shipped /8 default's instead
+# (init --unet-from: its body and text, conv_in/conv_out bridged to the /4 latent; benchmarks/README, "transplant")
+UNET_FROM=${UNET_FROM-}
 if [ -n "$VAE_FROM" ]; then VAE_MINUTES=${VAE_MINUTES:-0}; DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-6.5}
 else VAE_MINUTES=${VAE_MINUTES:-3}; DIFFUSION_MINUTES=${DIFFUSION_MINUTES:-4.5}; fi
 VAE_DATA=${VAE_DATA:-scenes:4000}         # ~20k train scenes
@@ -44,7 +47,7 @@ stage() {  # a budget that ends a stage early is its normal end here (exit statu
 
 if [ -n "$FROM" ]; then VAE_MINUTES=0; [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --from "$FROM" || exit 1
 else [ -f "$RUN/base.safetensors" ] || $TRAIN init "$RUN" --preset "$PRESET" --data "$VAE_DATA" \
-    ${VAE_FROM:+--vae-from "$VAE_FROM"} || exit 1; fi
+    ${VAE_FROM:+--vae-from "$VAE_FROM"} ${UNET_FROM:+--unet-from "$UNET_FROM" --text-from "$UNET_FROM"} || exit 1; fi
 [ "$VAE_MINUTES" = 0 ] || stage vae "$RUN" --data "$VAE_DATA" --steps 100000 --batch-size 128 --lr 1e-3 \
     --set vae_adversarial_weight=0 --set minutes="$VAE_MINUTES" --set curve_every=64000 --set checkpoint_every=2000
 stage diffusion "$RUN" --data "$DIFFUSION_DATA" --steps 200000 --batch-size 256 --lr "$LR" --set p_mean=0.4 \
