@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--stage", default="diffusion")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/sweep"))
+    parser.add_argument("--recalls", nargs="+", default=["colour", "background"],
+                        help="the attribute recalls charted beside accuracy (colour, shape, object_count, background)")
     args = parser.parse_args(argv)
 
     curves = {}
@@ -43,7 +45,8 @@ def main(argv=None) -> int:
               + " | ".join(f"{last.get(k, float('nan')):.2f}" for k in keys) + " |")
 
     # accuracy, and the attribute recalls that move before whole scenes pass (early runs rank by them)
-    panels = (("overall", "judge accuracy"), ("recall_colour", "colour recall"), ("recall_background", "background recall"))
+    panels = (("overall", "judge accuracy"),
+              *((f"recall_{name}", f"{name.replace('_', ' ')} recall") for name in args.recalls))
     fig, axes = figure((1200, 380), cols=len(panels))
     for ax, (key, label) in zip(axes[0], panels):
         for name, points in curves.items():
