@@ -121,8 +121,9 @@ def main(argv=None):
         config = f1config.with_overrides(config, parse_config_overrides(args.config))
         dataset = make_dataset(args.data, config.resolution)
         # ~1,024 scenes spread over the dataset (every category), whose two latents fit --unet-from's bridge
+        # (which needs the run's trained VAE, --vae-from)
         bridge_images = (torch.stack([dataset.image(i) for i in range(0, len(dataset), max(1, len(dataset) // 1024))])
-                         if args.unet_from else None)
+                         if args.unet_from and args.vae_from else None)
         print(create_run(args.run_dir, config, dataset.corpus(), seed=args.seed, vae_from=args.vae_from,
                          text_from=args.text_from, unet_from=args.unet_from,
                          bridge_images=bridge_images))

@@ -199,7 +199,9 @@ def fit_latent_bridge(source_vae, vae, images: torch.Tensor, patch_size: int):
     if source.shape[-2:] != latent.shape[-2:]:
         raise ValueError(f"--unet-from: its latent grid {tuple(source.shape[-2:])} and this run's "
                          f"{tuple(latent.shape[-2:])} (in {patch_size}x{patch_size} patches) differ; no bridge")
-    rows = lambda z: z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double()  # noqa: E731
+    def rows(z):  # one row of channels per grid cell
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double()
+
     source, latent = rows(source), rows(latent)
 
     def fit(inputs, targets):
