@@ -59,15 +59,22 @@ class F1Checkpoint:
 
 
 def save_checkpoint(path, config: F1Config, *, unet=None, vae=None, text=None, latent_rgb=None,
-                    extra_metadata: dict | None = None) -> Path:
-    """Write atomically (temp file + rename), so an interrupted save never leaves a corrupt checkpoint."""
+                    extra_metadata: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write atomically (temp file + rename), so an interrupted save never leaves a corrupt checkpoint.
+    `dtype` stores the floating-point weights in it (float16 halves the file); loading casts them back to the
+    modules' dtype."""
     path = Path(path)
     modules = {"unet": unet, "vae": vae, "text": text}
     parts = [name for name in PARTS if modules[name] is not None]
     if not parts:
         raise CheckpointError("save_checkpoint: pass at least one of unet=, vae=, text=")
-    tensors = join_parts({name: {key: value.detach().contiguous().cpu() for key, value in
-                                 modules[name].state_dict().items()} for name in parts})
+
+    def stored(value):
+        value = value.detach().cpu()
+        return (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
+
+    tensors = join_parts({name: {key: stored(value) for key, value in modules[name].state_dict().items()}
+                          for name in parts})
     metadata = {"f1.format": FORMAT, "f1.config": config.to_json(), "f1.parts": ",".join(parts)}
     if text is not None:
         metadata.update(tokenizer_metadata(text))

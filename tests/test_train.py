@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from f1core.checkpoint import build_part, load_checkpoint, save_checkpoint
 from f1core.config import tiny
@@ -116,6 +117,16 @@ def test_diffusion_resume_is_exact_and_export_loads(vae_run, tmp_path):
     ema_unet = {k[len("denoiser.unet."):]: v for k, v in a["ema"].items() if k.startswith("denoiser.unet.")}
     for key, value in loaded.unet.state_dict().items():
         torch.testing.assert_close(value, ema_unet[key].to(value.dtype))
+
+    # float16 storage: the floating-point weights in 16 bits, loaded back into float32 modules
+    half = export(straight, tmp_path / "half.safetensors", dtype=torch.float16)
+    with safe_open(str(half), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}
+    assert half.stat().st_size < 0.6 * out.stat().st_size
+    loaded_half = load_checkpoint(half)
+    for key, value in loaded_half.unet.state_dict().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, ema_unet[key].half().float(), rtol=0, atol=0, msg=key)
 
 
 def test_decoupling_term_is_logged_moves_the_role_queries_and_resumes_exactly(vae_run, tmp_path):

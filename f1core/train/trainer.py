@@ -792,11 +792,11 @@ def export_vae(run_dir, out_path) -> Path:
                                            "f1.vae_step": str(steps)})
 
 
-def export(run_dir, out_path, description: str | None = None) -> Path:
+def export(run_dir, out_path, description: str | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write the diffusion stage's EMA weights (U-Net and text) with its VAE and preview factors as one
-    F.1 checkpoint; a trained decoder stage replaces the VAE's decoder with its EMA weights. A run started from a
-    checkpoint exports that checkpoint's weights where it has not trained the diffusion stage (a decoder tuned
-    for a shipped model)."""
+    F.1 checkpoint, its weights stored in `dtype` (float32 if None); a trained decoder stage replaces the VAE's
+    decoder with its EMA weights. A run started from a checkpoint exports that checkpoint's weights where it has
+    not trained the diffusion stage (a decoder tuned for a shipped model)."""
     run_dir = Path(run_dir)
     state = load_state(run_dir, "diffusion")
     base_metadata = read_metadata(run_dir / BASE_NAME)
@@ -825,7 +825,7 @@ def export(run_dir, out_path, description: str | None = None) -> Path:
     if decoder_state is not None:
         parts["vae"].load_state_dict(_decoder_tuned(parts["vae"], decoder_state, run_dir))
         metadata["f1.decoder_step"] = str(int(base_metadata.get("f1.decoder_step", 0)) + int(decoder_state["step"]))
-    return save_checkpoint(out_path, config, **parts, latent_rgb=latent_rgb, extra_metadata=metadata)
+    return save_checkpoint(out_path, config, **parts, latent_rgb=latent_rgb, extra_metadata=metadata, dtype=dtype)
 
 
 def _decoder_tuned(vae, decoder_state: dict, run_dir: Path) -> dict:
