@@ -17,7 +17,7 @@ RUN=${RUN:-/tmp/f1-gpu-run}
 PRESET=${PRESET:-scenes_x4_patch}
 # the CPU sessions' furthest point of this recipe (its EMA; VAE, U-Net and text; the 96-wide U-Net): the GPU call
 # continues it. FROM= (empty) starts the U-Net and text from scratch on the committed VAE, WIDTH channels wide;
-# FROM=training/f1-scenes-x4p-progress.safetensors continues the older 64-wide line (more samples, slower per sample)
+# FROM=training/f1-scenes-x4p-progress.safetensors continues the older 64-wide line (more samples, but 2x the CPU per unit of denoising error)
 FROM=${FROM-training/f1-scenes-x4w-progress.safetensors}
 WIDTH=${WIDTH:-96}
 # FROM=training/f1-tiny-scenes-phase3-progress.safetensors LR=2e-4 continues the shipped /8 default's phase 3
